@@ -1,0 +1,1 @@
+"""Command-line interface: one module per command, each a thin shell over one library call."""

@@ -1,0 +1,70 @@
+"""The small interface every runtime backend implements.
+
+A backend turns an artifact into three callables over arrays -- backbone, step, predict -- with
+static shapes from the manifest.  θ is passed in on every call (it lives in the runtime, not in
+the graphs), so one compiled graph serves every adaptation step.  A backend may keep the cut
+tensors on its device: `backbone` returns an opaque `Cut` that only the same backend consumes.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Cut:
+    """The frozen tensors of one batch, as produced by `Backend.backbone`.
+
+    `tensors` maps cut tensor names (``cut/...``) to backend-native arrays (numpy on CPU,
+    device buffers elsewhere); `to_numpy()` exists for debugging and tests.
+    """
+
+    tensors: dict[str, Any]
+    batch: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v) for k, v in self.tensors.items()}
+
+
+@dataclass
+class StepResult:
+    """Outputs of one S4T step: the total loss, the loss per task and ∂loss/∂θ per θ tensor."""
+
+    loss: float
+    task_losses: dict[str, float]
+    grads: dict[str, np.ndarray]
+
+
+class Backend(ABC):
+    """Base class: subclasses set `name` and implement the three calls."""
+
+    name: str = "base"
+
+    def __init__(self, artifact: Any, **options: Any) -> None:
+        self.artifact = artifact
+        self.options = options
+
+    @abstractmethod
+    def backbone(self, image: np.ndarray) -> Cut:
+        """Run the frozen part once for a batch of preprocessed images (float32 NCHW)."""
+
+    @abstractmethod
+    def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
+        """S4T loss and gradients w.r.t. θ at the given θ and mask noise."""
+
+    @abstractmethod
+    def predict(self, cut: Cut, theta: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Task predictions (raw outputs, (N, C_t, H, W) per task) with the given θ."""
+
+    def describe(self) -> dict[str, Any]:
+        """Settings worth recording next to a benchmark figure (providers, threads, precision)."""
+        return {"backend": self.name, **{k: str(v) for k, v in self.options.items()}}
+
+    def close(self) -> None:
+        """Release device resources; the default has none."""
