@@ -1,0 +1,122 @@
+"""`s4t-edge export`: a trained run directory -> an artifact (backbone/step/predict ONNX + θ)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from s4t_edge.export.scopes import DEFAULT_SCOPE
+
+_SCOPE_HELP = f"""Which parameters form θ (adapted on the device). Terms, joined with '+':
+'norm' (affine parameters of every normalisation layer), 'norm@PREFIX' (those under a module
+prefix, e.g. norm@backbone.layer4), 'adapters' (residual adapters; see --add-adapters), 'all',
+'re:REGEX' (parameter names matching REGEX). Default: {DEFAULT_SCOPE}."""
+
+
+@click.command("export")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Artifact directory to write."
+)
+@click.option("--scope", default=DEFAULT_SCOPE, show_default=True, help=_SCOPE_HELP)
+@click.option(
+    "--batch", default=8, show_default=True, type=int, help="Static batch size of the graphs."
+)
+@click.option(
+    "--bn-stats",
+    type=click.Choice(["batch", "running"]),
+    default="batch",
+    show_default=True,
+    help="BatchNorm statistics: of the current batch (published protocol) or the running ones.",
+)
+@click.option(
+    "--add-adapters",
+    default="",
+    help="Comma-separated backbone stages (e.g. layer3,layer4) that get zero-initialised residual "
+    "adapters before export; use with --scope adapters.",
+)
+@click.option(
+    "--opset", default=18, show_default=True, type=int, help="ONNX opset (≤ 20 for TensorRT 10.3)."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing artifact directory.")
+@click.option("--no-validate", is_flag=True, help="Skip the parity checks (not recommended).")
+@click.option(
+    "--list-scopes", is_flag=True, help="Print θ size and cut for each built-in scope, then exit."
+)
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Also write a JSON summary here."
+)
+def command(
+    run_dir: str,
+    out_dir: str | None,
+    scope: str,
+    batch: int,
+    bn_stats: str,
+    add_adapters: str,
+    opset: int,
+    overwrite: bool,
+    no_validate: bool,
+    list_scopes: bool,
+    json_out: str | None,
+) -> None:
+    """Export RUN_DIR to an artifact: the S4T gradient step as an ordinary ONNX graph.
+
+    Writes backbone.onnx (image -> cut tensors, run once per batch), step.onnx (cut, θ, mask noise ->
+    S4T loss and ∂loss/∂θ), predict.onnx (cut, θ -> task predictions), theta.safetensors and
+    manifest.json; then validates everything against PyTorch (see `s4t-edge check`).
+    """
+    from s4t_edge.errors import ConfigError
+    from s4t_edge.export.exporter import ExportConfig, export_run
+    from s4t_edge.utils import write_json
+
+    stages = tuple(s.strip() for s in add_adapters.split(",") if s.strip())
+    if list_scopes:
+        from s4t_edge.export.scope_table import format_scope_rows, scope_rows
+        from s4t_edge.train.rundir import load_run
+
+        run = load_run(run_dir)
+        if stages:
+            run.model.add_adapters(list(stages))
+        rows = scope_rows(run.model, 1, bn_stats, run.s4t_config)
+        click.echo(format_scope_rows(rows))
+        if json_out:
+            write_json(json_out, {"scopes": rows})
+        return
+    if not out_dir:
+        raise ConfigError("missing --out ARTIFACT_DIR (where to write the artifact)")
+    cfg = ExportConfig(
+        scope=scope,
+        batch=batch,
+        bn_stats=bn_stats,
+        add_adapters=stages,
+        opset=opset,
+        validate=not no_validate,
+    )
+    res = export_run(
+        run_dir,
+        out_dir,
+        cfg,
+        overwrite=overwrite,
+        progress=lambda m: click.echo(f"  {m}", err=True),
+    )
+    m = res.manifest
+    click.echo(f"exported {run_dir} -> {out_dir} in {res.seconds:.1f} s")
+    click.echo(
+        f"  scope {m['scope']}: θ = {m['theta']['numel']:,} values in {len(m['theta']['tensors'])} tensors"
+    )
+    click.echo(f"  cut: {len(m['cut'])} tensors, {m['cut_numel']:,} values")
+    for f, size in m["sizes"].items():
+        click.echo(f"  {f:<20} {size / 1e6:8.2f} MB")
+    if m.get("parity"):
+        p = m["parity"]
+        click.echo(
+            f"  parity vs PyTorch: loss {p['loss_rel']:.1e}, grads {p['grad_rel_max']:.1e}, "
+            f"predictions {p['pred_rel_max']:.1e} (relative)"
+        )
+    warnings = [f for f in m.get("trt_findings", []) if "warning" in f]
+    if warnings:
+        click.echo(f"  TensorRT notes: {len(warnings)} (see manifest trt_findings)")
+    if json_out:
+        write_json(json_out, {"seconds": res.seconds, "timings": res.timings, "manifest": m})
+        click.echo(json.dumps({"seconds": round(res.seconds, 2)}))

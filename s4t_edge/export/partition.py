@@ -1,0 +1,360 @@
+"""Trace the S4T test-time computation and split it at the frozen/adaptable cut.
+
+One function is traced: ``(image, mask_noise, *θ) -> (loss, loss per task, ∂loss/∂θ, predictions)``
+with ``torch.func.grad_and_value`` under ``make_fx`` and the decompositions of
+:mod:`s4t_edge.export.decompositions`.  Every node of that graph that depends neither on θ nor on
+the mask noise is *frozen*; the frozen tensors consumed by the rest are the *cut*.  The partition
+is computed from the graph, never written by hand, so a scope that touches only the last backbone
+stage really leaves stages 1-3 in the backbone graph, run once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from s4t_edge.errors import ExportError
+
+# Ops that only re-view a tensor: computing them after the cut costs nothing and keeps the cut
+# small (a frozen tensor and its transpose would otherwise both cross it).
+_VIEW_OPS = {
+    "aten.view.default",
+    "aten._unsafe_view.default",
+    "aten.reshape.default",
+    "aten.permute.default",
+    "aten.transpose.int",
+    "aten.t.default",
+    "aten.unsqueeze.default",
+    "aten.squeeze.dim",
+    "aten.squeeze.dims",
+    "aten.expand.default",
+    "aten.alias.default",
+    "aten.detach.default",
+    "aten.slice.Tensor",
+    "aten.select.int",
+    "aten.clone.default",
+}
+
+FROZEN, CONST, LIVE = "frozen", "const", "live"
+
+
+def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
+    return [a for a in node.all_input_nodes]
+
+
+@dataclass
+class TracedStep:
+    """The traced test-time computation and its classification."""
+
+    gm: fx.GraphModule
+    theta_names: list[str]
+    task_names: list[str]
+    # outputs of gm, in order: loss, task losses, grads (θ order), predictions (task order)
+    kind: dict[fx.Node, str] = field(default_factory=dict)
+
+
+def trace_test_time(
+    model: torch.nn.Module,
+    theta_names: Sequence[str],
+    s4t_cfg,
+    image: torch.Tensor,
+    mask_noise: torch.Tensor,
+) -> TracedStep:
+    """Trace loss, gradients and predictions of `model` as a function of (image, noise, θ)."""
+    from torch.func import functional_call, grad_and_value
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from s4t_edge.export.decompositions import decomposition_table, replace_resizes
+    from s4t_edge.train.losses import test_time_loss
+
+    names = list(theta_names)
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ExportError(f"θ names not in the model: {missing[:3]}")
+    fixed = {k: v.detach() for k, v in params.items() if k not in set(names)}
+    fixed.update({k: v.detach() for k, v in model.named_buffers()})
+    tasks = list(model.config.task_names) if hasattr(model.config, "task_names") else None
+
+    def loss_fn(theta, img, noise):
+        out = functional_call(model, {**fixed, **theta}, (img, noise))
+        total, parts = test_time_loss(out["main"], out["joint"], s4t_cfg)
+        return total, (parts, {t: v.detach() for t, v in out["main"].items()})
+
+    order: dict[str, list[str]] = {}
+
+    def fn(img, noise, *theta_list):
+        theta = dict(zip(names, theta_list))
+        grads, (loss, (parts, preds)) = grad_and_value(loss_fn, has_aux=True)(theta, img, noise)
+        order["tasks"] = list(preds)
+        return (
+            loss,
+            *[parts[t] for t in preds],
+            *[grads[n] for n in names],
+            *[preds[t] for t in preds],
+        )
+
+    theta0 = [params[n].detach().clone() for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        gm = make_fx(fn, decomposition_table=decomposition_table())(image, mask_noise, *theta0)
+    finally:
+        model.train(was_training)
+    replace_resizes(gm)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    task_names = tasks or order["tasks"]
+    return TracedStep(gm=gm, theta_names=names, task_names=task_names)
+
+
+def _classify(gm: fx.GraphModule, n_theta: int) -> dict[fx.Node, str]:
+    kind: dict[fx.Node, str] = {}
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    # placeholders: image, mask_noise, θ...
+    for i, n in enumerate(placeholders):
+        kind[n] = FROZEN if i == 0 else LIVE
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            continue
+        if n.op == "get_attr":
+            kind[n] = CONST
+            continue
+        ins = [kind[a] for a in _tensor_inputs(n)]
+        if LIVE in ins:
+            kind[n] = LIVE
+        elif FROZEN in ins:
+            kind[n] = FROZEN
+        else:
+            kind[n] = CONST
+    return kind
+
+
+def _needed(outputs: Sequence[fx.Node], stop: set[fx.Node]) -> set[fx.Node]:
+    """All nodes needed to compute `outputs`, not looking past nodes in `stop`."""
+    seen: set[fx.Node] = set()
+    todo = list(outputs)
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        if n in stop:
+            continue
+        todo.extend(_tensor_inputs(n))
+    return seen
+
+
+def _cut_for(outputs: Sequence[fx.Node], kind: dict[fx.Node, str]) -> list[fx.Node]:
+    """Frozen nodes that the non-frozen computation of `outputs` consumes (views pushed past)."""
+    moved: set[fx.Node] = set()  # frozen view ops recomputed after the cut
+    while True:
+        consumers: set[fx.Node] = set()
+        frozen_or_in = {n for n, k in kind.items() if k == FROZEN and n not in moved}
+        needed = _needed(outputs, frozen_or_in)
+        cut: list[fx.Node] = []
+        for n in needed:
+            if kind[n] == FROZEN and n not in moved:
+                users = [u for u in n.users if u in needed and (kind[u] != FROZEN or u in moved)]
+                if users or n in outputs:
+                    consumers.add(n)
+        cut = sorted(consumers, key=_topo_index)
+        changed = False
+        for n in cut:
+            if (
+                n.op == "call_function"
+                and str(n.target) in _VIEW_OPS
+                and n not in outputs
+                and any(kind[a] == FROZEN for a in _tensor_inputs(n))
+            ):
+                moved.add(n)
+                changed = True
+        if not changed:
+            return cut
+
+
+_TOPO: dict[fx.Node, int] = {}
+
+
+def _topo_index(n: fx.Node) -> int:
+    return _TOPO[n]
+
+
+def _subgraph(
+    gm: fx.GraphModule,
+    inputs: Sequence[tuple[str, fx.Node]],
+    outputs: Sequence[fx.Node],
+) -> fx.GraphModule:
+    """A GraphModule computing `outputs` from `inputs` (named placeholders) with gm's constants."""
+    g = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for name, node in inputs:
+        ph = g.placeholder(_py_name(name))
+        ph.meta = dict(node.meta)
+        env[node] = ph
+    needed = _needed(outputs, set(env))
+    for n in gm.graph.nodes:
+        if n in env or n not in needed or n.op == "output":
+            continue
+        if n.op == "placeholder":
+            raise ExportError(f"internal: graph input {n.name} reached past the cut")
+        env[n] = g.node_copy(n, lambda a: env[a])
+    outs = []
+    for o in outputs:
+        val = env[o]
+        if val.op == "placeholder":  # an input passed straight through still needs a node
+            val = g.call_function(torch.ops.aten.clone.default, (val,))
+        outs.append(val)
+    g.output(tuple(outs))
+    sub = fx.GraphModule(gm, g)
+    sub.graph.eliminate_dead_code()
+    sub.recompile()
+    return sub
+
+
+def _py_name(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+@dataclass
+class Partition:
+    """The three graphs of an artifact as torch GraphModules, plus their I/O names.
+
+    This is exactly what the ONNX graphs hold; the ``torch`` runtime backend executes it.
+    """
+
+    backbone_gm: fx.GraphModule
+    step_gm: fx.GraphModule
+    predict_gm: fx.GraphModule
+    theta_names: list[str]
+    task_names: list[str]
+    cut_names: list[str]
+    step_cut: list[str]
+    predict_cut: list[str]
+    predict_theta: list[str]
+    cut_shapes: dict[str, tuple[int, ...]]
+    source: dict[str, torch.Tensor]
+    frozen_ops: int
+    live_ops: int
+
+    # -- torch execution -------------------------------------------------------------------
+    def backbone(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.backbone_gm(image)
+        return dict(zip(self.cut_names, out))
+
+    def step(
+        self,
+        cut: Mapping[str, torch.Tensor],
+        theta: Mapping[str, torch.Tensor],
+        noise: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        args = [cut[n] for n in self.step_cut] + [theta[n] for n in self.theta_names] + [noise]
+        out = self.step_gm(*args)
+        t = len(self.task_names)
+        loss = out[0]
+        parts = dict(zip(self.task_names, out[1 : 1 + t]))
+        grads = dict(zip(self.theta_names, out[1 + t :]))
+        return loss, parts, grads
+
+    def predict(
+        self, cut: Mapping[str, torch.Tensor], theta: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        args = [cut[n] for n in self.predict_cut] + [theta[n] for n in self.predict_theta]
+        return dict(zip(self.task_names, self.predict_gm(*args)))
+
+    def source_theta(self) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in self.source.items()}
+
+    # -- names for the ONNX graphs ---------------------------------------------------------
+    def step_io(self) -> tuple[list[str], list[str]]:
+        ins = list(self.step_cut) + list(self.theta_names) + ["mask_noise"]
+        outs = ["loss"] + [f"loss/{t}" for t in self.task_names]
+        outs += [f"grad/{n}" for n in self.theta_names]
+        return ins, outs
+
+    def predict_io(self) -> tuple[list[str], list[str]]:
+        ins = list(self.predict_cut) + list(self.predict_theta)
+        return ins, [f"pred/{t}" for t in self.task_names]
+
+
+def partition_traced(traced: TracedStep) -> Partition:
+    """Split a traced test-time computation into backbone, step and predict graphs."""
+    gm = traced.gm
+    _TOPO.clear()
+    _TOPO.update({n: i for i, n in enumerate(gm.graph.nodes)})
+    n_theta = len(traced.theta_names)
+    n_tasks = len(traced.task_names)
+    kind = _classify(gm, n_theta)
+    output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    outs = list(output_node.args[0])
+    step_outs = outs[: 1 + n_tasks + n_theta]
+    pred_outs = outs[1 + n_tasks + n_theta :]
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    image_ph, noise_ph, theta_ph = placeholders[0], placeholders[1], placeholders[2:]
+
+    step_cut = _cut_for(step_outs, kind)
+    pred_cut = _cut_for(pred_outs, kind)
+    all_cut = sorted(set(step_cut) | set(pred_cut), key=_topo_index)
+    # With θ at the very input (scope "all") the cut is the image itself: the backbone graph is
+    # then an identity and every step recomputes the whole network, as the published protocol does.
+    names = {n: ("cut/image" if n is image_ph else f"cut/{n.name}") for n in all_cut}
+
+    backbone = _subgraph(gm, [("image", image_ph)], all_cut)
+    theta_in = [(traced.theta_names[i], p) for i, p in enumerate(theta_ph)]
+    step = _subgraph(
+        gm, [(names[n], n) for n in step_cut] + theta_in + [("mask_noise", noise_ph)], step_outs
+    )
+    pred_needed = _needed(pred_outs, set(pred_cut))
+    pred_theta = [(nm, p) for nm, p in theta_in if p in pred_needed]
+    predict = _subgraph(gm, [(names[n], n) for n in pred_cut] + pred_theta, pred_outs)
+
+    shapes = {names[n]: tuple(n.meta["val"].shape) for n in all_cut}
+    source = {
+        nm: p.meta["val"].detach().clone() if False else None for nm, p in theta_in
+    }  # filled by the caller (meta values are fake tensors)
+    return Partition(
+        backbone_gm=backbone,
+        step_gm=step,
+        predict_gm=predict,
+        theta_names=list(traced.theta_names),
+        task_names=list(traced.task_names),
+        cut_names=[names[n] for n in all_cut],
+        step_cut=[names[n] for n in step_cut],
+        predict_cut=[names[n] for n in pred_cut],
+        predict_theta=[nm for nm, _ in pred_theta],
+        cut_shapes=shapes,
+        source=source,
+        frozen_ops=sum(1 for n, k in kind.items() if k == FROZEN and n.op == "call_function"),
+        live_ops=sum(1 for n, k in kind.items() if k == LIVE and n.op == "call_function"),
+    )
+
+
+def build_partition(
+    model: torch.nn.Module,
+    scope: str,
+    batch: int,
+    bn_stats: str = "batch",
+    s4t_cfg=None,
+    seed: int = 0,
+) -> Partition:
+    """Trace and partition `model` for a scope at a static batch size (contract: docs/contracts.md)."""
+    from s4t_edge.export.scopes import select_theta
+
+    if s4t_cfg is None:
+        from s4t_edge.train.config import S4TConfig
+
+        s4t_cfg = S4TConfig()
+    model.set_bn_mode(bn_stats)
+    theta_names = select_theta(model, scope)
+    h, w = model.config.input_size
+    gen = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, 3, h, w, generator=gen)
+    noise = torch.rand(*model.mask_noise_shape(batch), generator=gen)
+    traced = trace_test_time(model, theta_names, s4t_cfg, image, noise)
+    part = partition_traced(traced)
+    params = dict(model.named_parameters())
+    part.source = {n: params[n].detach().clone() for n in theta_names}
+    return part
