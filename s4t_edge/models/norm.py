@@ -1,0 +1,81 @@
+"""BatchNorm with an explicit statistics mode.
+
+The published test-time protocol runs BatchNorm in train mode (batch statistics).  On the device that
+must be expressed with plain ops -- ONNX's training-mode BatchNormalization is not accepted by
+TensorRT -- and the runtime must not touch running statistics it cannot store.  So the statistics
+source is a property of the layer, set once (`set_bn_mode`) and independent of `train()`/`eval()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from s4t_edge.errors import ConfigError
+
+# Valid explicit modes; None means "follow module.training like nn.BatchNorm2d".
+BN_MODES: tuple[str, ...] = ("running", "batch")
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """`nn.BatchNorm2d` (same parameter and buffer names) with an optional explicit stats mode.
+
+    Precedence: when `stats_mode` is None (the default) the layer is a plain `nn.BatchNorm2d` --
+    `train()` normalises with batch statistics and updates the running ones, `eval()` uses the
+    running ones.  An explicit mode overrides `train()`/`eval()`:
+
+    - ``"running"``: always the running statistics (eval behaviour, even in train mode);
+    - ``"batch"``: always the current batch's statistics (mean and biased variance over N, H, W),
+      computed with plain tensor ops, never updating the running statistics.
+    """
+
+    stats_mode: str | None
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum)
+        self.stats_mode = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = self.stats_mode
+        if mode is None:
+            return super().forward(x)
+        if mode == "running":
+            return F.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        xc = x - mean
+        var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)
+        y = xc * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.view(1, -1, 1, 1)
+        if self.bias is not None:
+            y = y + self.bias.view(1, -1, 1, 1)
+        return y
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", stats_mode={self.stats_mode}"
+
+
+def set_bn_mode(modules: Iterable[nn.Module], mode: str | None) -> int:
+    """Set the stats mode of every `BatchNorm2d` among `modules`; returns how many were set.
+
+    Raises:
+        ConfigError: unknown mode, or a plain `nn.BatchNorm2d` that cannot honour it.
+    """
+    if mode is not None and mode not in BN_MODES:
+        raise ConfigError(f"unknown BatchNorm mode {mode!r}; choose one of {', '.join(BN_MODES)}")
+    n = 0
+    for m in modules:
+        if isinstance(m, BatchNorm2d):
+            m.stats_mode = mode
+            n += 1
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            raise ConfigError(
+                f"{type(m).__name__} does not support an explicit stats mode; build the model "
+                "with s4t_edge.models (its BatchNorm2d) instead of torch.nn.BatchNorm2d"
+            )
+    return n
