@@ -1,0 +1,291 @@
+"""The multi-task dataset: in-memory `Dataset` and the validated `.npz` file (DESIGN.md §3.3).
+
+The file is a plain numpy archive read with ``allow_pickle=False``: a dataset may come from anyone,
+and nothing on the device is ever unpickled.  ``meta`` is stored as a JSON string in a 0-d unicode
+array, which numpy loads without pickle.  Every problem is reported as one `DataError` line that
+names the key, the dtype or the shape at fault and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from s4t_edge.errors import DataError, OutputPathError
+from s4t_edge.utils import atomic_write, ensure_writable_file
+
+#: Label keys, in the order tasks are listed.  A task's kind equals its key.
+TASK_KEYS = ("semseg", "depth", "normals", "edge")
+
+# key -> (dtype, trailing shape after (N, H, W), what the values mean)
+_SPEC: dict[str, tuple[np.dtype, tuple[int, ...], str]] = {
+    "image": (np.dtype(np.uint8), (3,), "RGB"),
+    "semseg": (np.dtype(np.uint8), (), "class ids, 255 = ignore"),
+    "depth": (np.dtype(np.float32), (), "metres, 0 = invalid"),
+    "normals": (np.dtype(np.float32), (3,), "unit camera-frame vectors, all-zero = invalid"),
+    "edge": (np.dtype(np.uint8), (), "0/1"),
+}
+_KNOWN_KEYS = (*_SPEC, "meta")
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamp: same data, same file bytes
+
+
+def _layout(key: str) -> str:
+    dtype, tail, _ = _SPEC[key]
+    dims = ", ".join(["N", "H", "W", *map(str, tail)])
+    return f"{dtype.name} ({dims})"
+
+
+def _check_array(key: str, arr: Any, ref: tuple[int, int, int] | None) -> None:
+    """Raise a DataError naming `key` when `arr` breaks the contract (ref = (N, H, W) of image)."""
+    dtype, tail, meaning = _SPEC[key]
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{key!r} must be a numpy array {_layout(key)}, got {type(arr).__name__}")
+    if arr.dtype != dtype:
+        raise DataError(
+            f"{key!r} has dtype {arr.dtype}, expected {dtype.name} ({meaning}); "
+            f"convert it with .astype(np.{dtype.name})"
+        )
+    if arr.ndim != 3 + len(tail) or tuple(arr.shape[3:]) != tail:
+        raise DataError(f"{key!r} has shape {arr.shape}, expected {_layout(key)}")
+    if ref is not None and tuple(arr.shape[:3]) != ref:
+        raise DataError(
+            f"{key!r} has (N, H, W) = {tuple(arr.shape[:3])} but 'image' has {ref}; "
+            "every label must match the images one to one"
+        )
+    if key == "edge" and arr.size and arr.max() > 1:
+        raise DataError(f"'edge' holds the value {int(arr.max())}; edge labels must be 0 or 1")
+    if key in ("depth", "normals") and not np.isfinite(arr).all():
+        raise DataError(f"{key!r} contains NaN or inf; mark missing values with 0 instead")
+    if key == "depth" and arr.size and arr.min() < 0:
+        raise DataError(
+            f"'depth' contains negative values (min {float(arr.min()):.3g}); depth is in metres, 0 = invalid"
+        )
+
+
+@dataclass
+class Dataset:
+    """Images with optional dense labels, validated on construction.
+
+    Attributes:
+        image: uint8 (N, H, W, 3) RGB.
+        semseg: uint8 (N, H, W) class ids, 255 = ignore; or None.
+        depth: float32 (N, H, W) metres, 0 = invalid; or None.
+        normals: float32 (N, H, W, 3) unit camera-frame vectors, all-zero = invalid; or None.
+        edge: uint8 (N, H, W) in {0, 1}; or None.
+        meta: JSON-serialisable facts about the data (domain, seed, generator version, ...).
+    """
+
+    image: np.ndarray
+    semseg: np.ndarray | None = None
+    depth: np.ndarray | None = None
+    normals: np.ndarray | None = None
+    edge: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_array("image", self.image, None)
+        ref = tuple(self.image.shape[:3])
+        for key in TASK_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                _check_array(key, value, ref)
+        if not isinstance(self.meta, dict):
+            raise DataError(f"'meta' must be a dict, got {type(self.meta).__name__}")
+
+    def __len__(self) -> int:
+        return int(self.image.shape[0])
+
+    def __getitem__(self, index: int | slice | np.ndarray | list[int]) -> Dataset:
+        """A sub-dataset; an integer gives a dataset of one image so that arrays stay batched."""
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"image {i} out of range for a dataset of {len(self)}")
+            index = slice(i, i + 1 if i != -1 else None)
+        return Dataset(
+            image=self.image[index],
+            **{k: None if getattr(self, k) is None else getattr(self, k)[index] for k in TASK_KEYS},
+            meta=dict(self.meta),
+        )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the images."""
+        return int(self.image.shape[1]), int(self.image.shape[2])
+
+    def tasks_present(self) -> list[str]:
+        """Names of the labels this dataset carries, in `TASK_KEYS` order."""
+        return [k for k in TASK_KEYS if getattr(self, k) is not None]
+
+    def labels_for_metrics(self) -> dict[str, np.ndarray | None]:
+        """Labels keyed by task kind in the dataset layout, None where absent (`s4t_edge.metrics`)."""
+        return {k: getattr(self, k) for k in TASK_KEYS}
+
+    def batches(self, batch_size: int, drop_last: bool = False) -> Iterator[Dataset]:
+        """Consecutive sub-datasets of `batch_size` images (views, no copies)."""
+        if batch_size < 1:
+            raise DataError(f"batch size must be at least 1, got {batch_size}")
+        stop = len(self) - len(self) % batch_size if drop_last else len(self)
+        for start in range(0, stop, batch_size):
+            yield self[start : start + batch_size]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays as stored in a file: image, present labels and the JSON-encoded meta."""
+        out = {"image": self.image}
+        out.update({k: getattr(self, k) for k in self.tasks_present()})
+        out["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
+        return out
+
+
+def _read_key(npz: Any, key: str, path: str) -> np.ndarray:
+    try:
+        return npz[key]
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(
+                f"{path}: {key!r} is an object array, which s4t-edge never unpickles; store plain numeric arrays"
+            ) from None
+        raise DataError(
+            f"{path}: {key!r} cannot be read ({e}); the file is corrupt, re-create it"
+        ) from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(
+            f"{path}: {key!r} cannot be read ({e}); the file is corrupt, re-create it"
+        ) from None
+
+
+def _parse_meta(raw: np.ndarray, path: str) -> dict[str, Any]:
+    if raw.dtype.kind == "U" and raw.ndim == 0:
+        text = str(raw)
+    elif raw.dtype == np.uint8 and raw.ndim == 1:
+        text = raw.tobytes().decode("utf-8", errors="replace")
+    else:
+        raise DataError(
+            f"{path}: 'meta' must be a JSON string (0-d str array), got {raw.dtype} {raw.shape}"
+        )
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(
+            f"{path}: 'meta' is not valid JSON ({e.msg}); fix or drop the key"
+        ) from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: 'meta' must be a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Read and validate a dataset `.npz` file.
+
+    Unknown keys are ignored with a warning (a newer writer may add some).
+
+    Raises:
+        DataError: the file is missing, unreadable or breaks the contract; the message names the key.
+    """
+    p = Path(path)
+    where = str(p)
+    if not p.exists():
+        raise DataError(
+            f"dataset file {where!r} not found; create one with `s4t-edge data synth --out {where}`"
+        )
+    if p.is_dir():
+        raise DataError(f"dataset path {where!r} is a directory; give a .npz file")
+    try:
+        with open(p, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise DataError(
+            f"cannot read dataset file {where!r}: {e.strerror}; check its permissions"
+        ) from None
+    if magic == b"\x93NUMPY":
+        raise DataError(
+            f"{where!r} holds a single .npy array, not an .npz archive with an 'image' key"
+        )
+    if not magic.startswith(b"PK"):  # every zip archive, hence every .npz, starts with "PK"
+        raise DataError(
+            f"{where!r} is not an .npz archive (wrong file header); "
+            "give a file written by np.savez or `s4t-edge data synth`"
+        )
+    try:
+        npz = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"{where!r} is not a readable .npz archive ({reason}); re-create the file"
+        ) from None
+    with npz:
+        keys = list(npz.files)
+        if "image" not in keys:
+            raise DataError(
+                f"{where!r} has no 'image' key (found: {', '.join(keys) or 'none'}); 'image' uint8 (N, H, W, 3) is required"
+            )
+        unknown = [k for k in keys if k not in _KNOWN_KEYS]
+        if unknown:
+            warnings.warn(
+                f"{where}: ignoring unknown keys {', '.join(unknown)} (known: {', '.join(_KNOWN_KEYS)})",
+                stacklevel=2,
+            )
+        arrays = {k: _read_key(npz, k, where) for k in keys if k in _SPEC}
+        meta = _parse_meta(_read_key(npz, "meta", where), where) if "meta" in keys else {}
+    if arrays["image"].ndim >= 1 and arrays["image"].shape[0] == 0:
+        raise DataError(f"{where!r} contains no images")
+    try:
+        return Dataset(**arrays, meta=meta)
+    except DataError as e:
+        raise DataError(f"{where}: {e}") from None
+
+
+def check_output_path(path: str | os.PathLike[str]) -> Path:
+    """Fail early, with an OutputPathError, if `path` cannot be written.
+
+    Tries to create a scratch file next to it, because permission bits alone do not tell
+    (root, read-only mounts, /proc): better to know before rendering for minutes.
+    """
+    p = ensure_writable_file(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)
+    except OSError as e:
+        raise OutputPathError(
+            f"cannot write {str(p)!r}: {e.strerror}; choose a writable path"
+        ) from None
+    os.close(fd)
+    os.unlink(tmp)
+    return p
+
+
+def save_dataset(path: str | os.PathLike[str], ds: Dataset, compress: bool = False) -> Path:
+    """Write `ds` atomically (temp file, fsync, rename): a crash never leaves a torn file.
+
+    The archive is what `np.savez` writes, except that every member carries a fixed timestamp:
+    the same dataset always gives the same bytes, so files can be compared by their sha256.
+
+    Args:
+        path: output file; conventionally ``*.npz`` (no suffix is added).
+        ds: the dataset.
+        compress: zip-deflate the arrays (smaller, slower to write and read).
+    """
+    p = check_output_path(path)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    try:
+        with atomic_write(p, "wb") as f, zipfile.ZipFile(f, "w", method, allowZip64=True) as zf:
+            for key, arr in ds.arrays().items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
+                info.compress_type = method
+                with zf.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+    except OSError as e:
+        raise OutputPathError(
+            f"cannot write {str(p)!r}: {e.strerror or e}; check free space and permissions"
+        ) from None
+    return p
