@@ -29,7 +29,18 @@ class Cut:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_numpy(self) -> dict[str, np.ndarray]:
-        return {k: np.asarray(v) for k, v in self.tensors.items()}
+        return {k: _to_numpy(v) for k, v in self.tensors.items()}
+
+
+def _to_numpy(v: Any) -> np.ndarray:
+    """Host copy of a backend array without importing its library (duck typing)."""
+    if isinstance(v, np.ndarray):
+        return v
+    if hasattr(v, "detach"):  # torch.Tensor, possibly on a GPU
+        return v.detach().cpu().numpy()
+    if hasattr(v, "numpy"):  # onnxruntime.OrtValue
+        return v.numpy()
+    return np.asarray(v)
 
 
 @dataclass
@@ -68,3 +79,4 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release device resources; the default has none."""
+        return None

@@ -1,0 +1,230 @@
+"""`s4t-edge adapt`: S4T test-time adaptation of an exported artifact on a dataset, scored
+before/after.  A thin shell over `s4t_edge.runtime` (no torch unless --backend torch/reference)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from s4t_edge.errors import ConfigError
+
+
+@click.command("adapt")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--data", "data_path", type=click.Path(path_type=Path), required=True, help="Dataset (.npz)."
+)
+@click.option("--steps", type=int, default=None, help="Steps per batch [manifest: s4t.steps].")
+@click.option(
+    "--mode",
+    type=click.Choice(["episodic", "online"]),
+    default="episodic",
+    show_default=True,
+    help="episodic: reset θ and optimizer per batch (published); online: carry them.",
+)
+@click.option("--reset-every", type=int, default=None, help="online: reset θ every N batches.")
+@click.option(
+    "--backend",
+    default="onnxruntime",
+    show_default=True,
+    help="onnxruntime | tensorrt | torch (same partition in PyTorch) | reference (published "
+    "protocol: all parameters, train-mode BatchNorm).",
+)
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="torch/reference: the trained run directory [manifest: source_run].",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Must equal the artifact's static batch (the default); the last partial batch is "
+    "padded by repeating its images and the padded predictions are dropped.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Mask-noise seed.")
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adam"]),
+    default=None,
+    help="Optimizer on θ [manifest: s4t.optimizer].",
+)
+@click.option("--lr", type=float, default=None, help="Learning rate [manifest].")
+@click.option(
+    "--loss-guard",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Reset θ to the source when a loss exceeds this multiple of the batch's first; 0 = off.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="onnxruntime: execution provider; torch/reference: torch device.",
+)
+@click.option("--threads", type=int, default=None, help="CPU threads of the backend.")
+@click.option("--limit", type=int, default=None, help="Use only the first N images.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Write before/after metrics, Δm, loss traces, timing and guards here.",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write report.md and PNG figures (examples per task, loss curves) here.",
+)
+@click.option(
+    "--save-theta",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Save the final adapted θ (safetensors, atomic, sha256 in its metadata).",
+)
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact files.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def command(
+    artifact: Path,
+    data_path: Path,
+    steps: int | None,
+    mode: str,
+    reset_every: int | None,
+    backend: str,
+    source: Path | None,
+    batch_size: int | None,
+    seed: int,
+    optimizer: str | None,
+    lr: float | None,
+    loss_guard: float,
+    device: str,
+    threads: int | None,
+    limit: int | None,
+    json_path: Path,
+    report_dir: Path | None,
+    save_theta: Path | None,
+    no_verify: bool,
+    quiet: bool,
+) -> None:
+    """Adapt the artifact ARTIFACT on every batch of --data and score source vs adapted θ.
+
+    For every batch the frozen backbone runs once, K S4T steps update θ, and both the source θ
+    ("before") and the adapted θ ("after") predict; metrics follow the `eval` schema and Δm is
+    after vs before (positive = adaptation helped).  Shapes are static: images must have the
+    artifact's size, and batches its batch size; a final partial batch is padded by repeating
+    images, whose predictions are dropped.  A batch with NaN/Inf pixels is skipped and reported.
+
+    \b
+    Examples:
+      s4t-edge adapt art/ --data fog.npz --steps 40 --json fog.json --report fog_report/
+      s4t-edge adapt art/ --data cam.npz --mode online --save-theta adapted.safetensors --json o.json
+      s4t-edge adapt art/ --data fog.npz --backend reference --source runs/tiny --json ref.json
+    """
+    from s4t_edge.data import load_dataset
+    from s4t_edge.runtime import Adapter, backend_names, load
+    from s4t_edge.runtime.evaluate import adapt_dataset
+    from s4t_edge.utils import ensure_writable_dir, ensure_writable_file, write_json
+
+    if backend not in backend_names():
+        from s4t_edge.errors import BackendError
+
+        raise BackendError(
+            f"unknown backend {backend!r}; choose one of {', '.join(backend_names())}"
+        )
+    if steps is not None and steps < 0:
+        raise ConfigError(f"--steps must be >= 0, got {steps}")
+    if save_theta is not None and backend == "reference":
+        raise ConfigError(
+            "--save-theta needs a θ backend: the reference protocol adapts every parameter"
+        )
+    # outputs are checked before any slow work
+    ensure_writable_file(json_path)
+    if save_theta is not None:
+        ensure_writable_file(save_theta)
+    if report_dir is not None:
+        ensure_writable_dir(report_dir)
+
+    options: dict[str, object] = {}
+    if backend == "onnxruntime":
+        if device != "auto":
+            options["providers"] = [device]
+        if threads:
+            options["intra_op_threads"] = threads
+    elif backend in ("torch", "reference"):
+        options["device"] = device
+        if threads:
+            options["threads"] = threads
+        if source is not None:
+            options["source"] = str(source)
+    elif source is not None:
+        raise ConfigError(f"--source applies to the torch and reference backends, not {backend}")
+
+    ds = load_dataset(data_path)
+    session = load(artifact, backend=backend, verify=not no_verify, **options)
+    if batch_size is not None and batch_size != session.batch:
+        raise ConfigError(
+            f"--batch-size {batch_size} differs from the artifact's static batch {session.batch}; "
+            f"omit it or re-export with `s4t-edge export --batch {batch_size}`"
+        )
+    adapter = Adapter(
+        session,
+        steps=steps,
+        mode=mode,
+        reset_every=reset_every,
+        optimizer=optimizer,
+        lr=lr,
+        seed=seed,
+        loss_guard=loss_guard or None,
+    )
+    result = adapt_dataset(adapter, ds, progress=not quiet, limit=limit)
+    payload = result.to_json()
+    payload.update(
+        {"artifact": str(artifact), "data": str(data_path), "backend": backend, "version": 1}
+    )
+    write_json(json_path, payload)
+    if save_theta is not None:
+        digest = adapter.save_theta(save_theta)
+        if not quiet:
+            click.echo(f"adapted θ saved to {save_theta} (sha256 {digest[:12]}…)")
+    if report_dir is not None:
+        from s4t_edge.runtime.report import write_report
+
+        kinds = {t.name: t.kind for t in session.artifact.tasks}
+        md = write_report(
+            report_dir,
+            result,
+            kinds,
+            context={"artifact": artifact, "data": data_path, "backend": backend},
+        )
+        if not quiet:
+            click.echo(f"report: {md}")
+    for m in result.messages:
+        click.echo(f"warning: {m}", err=True)
+    if not quiet:
+        _print_summary(result)
+    session.close()
+
+
+def _print_summary(result) -> None:  # noqa: ANN001 - DatasetAdaptResult
+    from s4t_edge.metrics import format_comparison_table
+
+    if result.before:
+        click.echo(
+            format_comparison_table(
+                {"before": result.before, "after": result.after}, baseline="before"
+            )
+        )
+    t = result.timing
+    guards = {k: v for k, v in result.guards.items() if v}
+    click.echo(
+        f"{result.n_images} images, {result.batches} batches | "
+        f"step {t.get('step_ms', float('nan')):.1f} ms, episode {t.get('episode_ms', float('nan')):.1f} ms"
+        + (f" | guards: {json.dumps(guards)}" if guards else "")
+    )

@@ -1,0 +1,419 @@
+"""The S4T adaptation loop on θ: K steps per batch, guarded, episodic or online.
+
+Per batch: preprocess -> backbone once (the cut is reused by every step) -> K × (draw mask noise
+from the seeded generator, step, optimiser update) -> predict with the adapted θ.  Episodic mode
+(the published protocol) resets θ and the optimiser for every batch; online mode carries them,
+optionally resetting every N batches.
+
+Guards keep a long-running device loop alive: a batch with non-finite pixels is skipped; a step
+whose loss or gradient is non-finite is rejected (θ and optimiser state as before it); an update
+that makes θ non-finite is undone; a loss above `loss_guard` × the batch's first loss resets θ to
+the source.  Every firing is counted, per batch (`AdaptResult.guards`) and in total
+(`Adapter.guards`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from s4t_edge.errors import BackendError, ConfigError
+from s4t_edge.runtime.optim import Optimizer, OptimizerConfig, make_optimizer
+
+log = logging.getLogger(__name__)
+
+MODES = ("episodic", "online")
+GUARDS = ("nonfinite_input", "nonfinite_loss", "nonfinite_grad", "nonfinite_theta", "loss_runaway")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How the loop adapts (the CLI builds one; `Adapter` consumes it)."""
+
+    steps: int | None = None  # K steps per batch; None: the manifest's s4t.steps
+    mode: str = "episodic"  # "episodic" (reset per batch, as published) | "online"
+    reset_every: int | None = None  # online: reset θ to the source every N batches
+    seed: int = 0  # seed of the mask-noise generator (np.random.default_rng)
+    loss_guard: float | None = 10.0  # reset to source θ when loss > this × first loss; None: off
+    predict_before: bool = False  # also predict with the source θ (for before/after reports)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.steps is not None and self.steps < 0:
+            raise ConfigError(f"steps must be >= 0, got {self.steps}")
+        if self.reset_every is not None and self.reset_every < 1:
+            raise ConfigError(f"reset_every must be >= 1 batches, got {self.reset_every}")
+        if self.loss_guard is not None and not self.loss_guard > 1:
+            raise ConfigError(
+                f"loss_guard must be > 1 (a multiple of the first loss), got {self.loss_guard}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> AdaptConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class AdaptResult:
+    """What one `Adapter.adapt` call produced.
+
+    Predictions are raw outputs (N, C_t, H, W) for the `n` images passed in (padding dropped);
+    `None` when the batch was skipped.  `loss_trace[k]` is the loss of step k (NaN when rejected).
+    """
+
+    predictions: dict[str, np.ndarray] | None
+    loss_trace: list[float]
+    task_loss_trace: list[dict[str, float]] = field(default_factory=list)
+    guards: dict[str, int] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=dict)
+    predictions_before: dict[str, np.ndarray] | None = None
+    n: int = 0
+    skipped: bool = False
+    message: str | None = None
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+class Adapter:
+    """Adapts θ on batches of frames through a `Session` (or runs the reference protocol).
+
+    Args:
+        session: from `s4t_edge.runtime.load` (any backend, including "reference").
+        steps: K gradient steps per batch (default: the manifest's s4t.steps).
+        mode: "episodic" | "online".
+        reset_every: online mode only: back to the source θ every N batches.
+        optimizer: None (the manifest's s4t.optimizer), "sgd"/"adam" (manifest values for the
+            shared fields, that optimiser's defaults otherwise), a dict, an `OptimizerConfig`
+            or an `Optimizer`.
+        seed: mask-noise generator seed.
+        loss_guard: runaway factor (None disables).
+        predict_before: also return predictions with the source θ.
+        lr: overrides the optimiser's learning rate.
+    """
+
+    def __init__(
+        self,
+        session: Any,
+        steps: int | None = None,
+        mode: str = "episodic",
+        reset_every: int | None = None,
+        optimizer: OptimizerConfig | Mapping[str, Any] | str | Optimizer | None = None,
+        seed: int = 0,
+        loss_guard: float | None = 10.0,
+        predict_before: bool = False,
+        lr: float | None = None,
+    ) -> None:
+        self.session = session
+        art = session.artifact
+        manifest_steps = art.s4t.get("steps")
+        self.config = AdaptConfig(
+            steps=int(
+                steps
+                if steps is not None
+                else (manifest_steps if manifest_steps is not None else 10)
+            ),
+            mode=mode,
+            reset_every=reset_every,
+            seed=seed,
+            loss_guard=loss_guard,
+            predict_before=predict_before,
+        )
+        self.optimizer = make_optimizer(self._optimizer_spec(art, optimizer, lr))
+        self.protocol = bool(getattr(session, "is_protocol", False))
+        self._rng = np.random.default_rng(seed)
+        self.guards: dict[str, int] = dict.fromkeys(GUARDS, 0)
+        self.batches = 0  # batches adapted (skipped ones not counted)
+        self.total_steps = 0
+        if self.protocol:
+            session.set_optimizer(self.optimizer.config)
+            self._source: dict[str, np.ndarray] = {}
+            self.theta: dict[str, np.ndarray] = {}
+        else:
+            self._source = session.source_theta()
+            self.theta = {k: v.copy() for k, v in self._source.items()}
+
+    @classmethod
+    def from_config(
+        cls,
+        session: Any,
+        config: AdaptConfig,
+        optimizer: OptimizerConfig | Mapping[str, Any] | str | Optimizer | None = None,
+    ) -> Adapter:
+        """An adapter from an `AdaptConfig` (e.g. stored next to a benchmark result)."""
+        return cls(session, optimizer=optimizer, **config.to_dict())
+
+    @staticmethod
+    def _optimizer_spec(art: Any, optimizer: Any, lr: float | None) -> Any:
+        if isinstance(optimizer, Optimizer):
+            if lr is not None:
+                raise ConfigError("pass lr inside the Optimizer instance, not as lr=")
+            return optimizer
+        base = dict(art.s4t.get("optimizer") or {})
+        if optimizer is None:
+            cfg = OptimizerConfig.from_dict(base)
+        elif isinstance(optimizer, str):
+            name = optimizer.lower()
+            same = str(base.get("name", "sgd")).lower() == name
+            # the manifest's values apply to the optimiser it names; for another name keep
+            # only the shared fields (lr, weight decay) so e.g. --optimizer adam is usable.
+            keep = base if same else {k: base[k] for k in ("lr", "weight_decay") if k in base}
+            cfg = OptimizerConfig.from_dict({**keep, "name": name})
+        elif isinstance(optimizer, OptimizerConfig):
+            cfg = optimizer
+        else:
+            cfg = OptimizerConfig.from_dict({**base, **dict(optimizer)})
+        return cfg.replace(lr=lr)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def source_theta(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._source.items()}
+
+    def reset(self) -> None:
+        """θ back to the source and fresh optimiser state (what episodic mode does per batch)."""
+        self.theta = {k: v.copy() for k, v in self._source.items()}
+        self.optimizer.reset()
+        if self.protocol:
+            self.session.reset()
+
+    def save_theta(self, path: str | os.PathLike[str], include_optimizer: bool = False) -> str:
+        """Atomically save the current θ (and optimiser state, to resume online adaptation).
+
+        Returns:
+            The content sha256 stored in the file.
+        """
+        if self.protocol:
+            raise BackendError(
+                "the reference backend adapts every model parameter, not θ; "
+                "use the onnxruntime or torch backend to save adapted θ"
+            )
+        from s4t_edge.runtime.state import save_theta
+
+        art = self.session.artifact
+        return save_theta(
+            path,
+            self.theta,
+            optimizer_state=self.optimizer.state_dict() if include_optimizer else None,
+            metadata={
+                "artifact_theta_sha256": art.manifest.get("files", {}).get(art.theta_file, ""),
+                "scope": str(art.manifest.get("scope", "")),
+                "batches": self.batches,
+                "steps": self.total_steps,
+                "mode": self.config.mode,
+                "rng": self._rng.bit_generator.state,
+            },
+        )
+
+    def load_theta(
+        self, path: str | os.PathLike[str], as_source: bool = False, resume: bool = True
+    ) -> None:
+        """Load θ saved by `save_theta` (verified).
+
+        Args:
+            path: the θ file.
+            as_source: make it the θ that episodic mode and guards reset to.
+            resume: when the file holds optimiser state (`include_optimizer=True`), also restore
+                it, the noise generator and the counters, so online adaptation continues exactly.
+        """
+        if self.protocol:
+            raise BackendError("the reference backend has no θ to load; use onnxruntime or torch")
+        from s4t_edge.runtime.state import load_theta
+
+        theta, info = load_theta(path, self.session.artifact.theta_specs)
+        self.theta = {k: np.array(v, dtype=np.float32, copy=True) for k, v in theta.items()}
+        if as_source:
+            self._source = {k: v.copy() for k, v in self.theta.items()}
+        if resume and info["optimizer_state"] is not None:
+            import json
+
+            meta = info["metadata"]
+            self.optimizer.load_state_dict(info["optimizer_state"])
+            if "rng" in meta:
+                self._rng.bit_generator.state = json.loads(meta["rng"])
+            self.batches = int(json.loads(meta.get("batches", "0")))
+            self.total_steps = int(json.loads(meta.get("steps", "0")))
+
+    # ------------------------------------------------------------------ batches
+    def _prepare(self, images: np.ndarray) -> tuple[np.ndarray, int]:
+        x = self.session.preprocess(images)
+        n, batch = x.shape[0], self.session.batch
+        if n == 0:
+            raise BackendError("empty batch: pass at least one image")
+        if n > batch:
+            raise BackendError(
+                f"got {n} images but the artifact's static batch is {batch}; "
+                f"pass at most {batch} images per call (split the stream)"
+            )
+        if n < batch:  # static shapes: repeat images, drop their predictions afterwards
+            x = x[np.arange(batch) % n]
+        return x, n
+
+    def predict(
+        self, images: np.ndarray, theta: Mapping[str, np.ndarray] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Predictions without adapting (current θ by default; pass `source_theta` for the
+        source model)."""
+        x, n = self._prepare(images)
+        if self.protocol:
+            preds = self.session.predict_source(x)
+        else:
+            cut = self.session.backbone(x)
+            preds = self.session.predict(cut, self.theta if theta is None else theta)
+        return {k: v[:n] for k, v in preds.items()}
+
+    def adapt(self, images: np.ndarray, predict_before: bool | None = None) -> AdaptResult:
+        """Adapt on one batch (≤ the static batch; uint8 NHWC frames or float32 NCHW).
+
+        Args:
+            images: the frames.
+            predict_before: also predict with the source θ (default: the adapter's setting);
+                costs one predict pass, the cut is shared.
+
+        Returns:
+            An `AdaptResult`; `skipped=True` (and a message) when the batch had non-finite
+            pixels -- θ is left as it was and the loop can go on with the next batch.
+        """
+        t_start = time.perf_counter()
+        x, n = self._prepare(images)
+        guards = dict.fromkeys(GUARDS, 0)
+        if not np.isfinite(x).all():
+            guards["nonfinite_input"] += 1
+            self.guards["nonfinite_input"] += 1
+            msg = (
+                f"batch skipped: {int((~np.isfinite(x)).sum())} non-finite pixel values "
+                "(NaN/Inf) in the input; θ unchanged -- check the camera/decoder"
+            )
+            log.warning(msg)
+            return AdaptResult(None, [], guards=guards, n=n, skipped=True, message=msg)
+
+        cfg = self.config
+        if cfg.mode == "episodic" or (cfg.reset_every and self.batches % cfg.reset_every == 0):
+            self.reset()
+        noises = [self.session.mask_noise(self._rng) for _ in range(cfg.steps)]
+        before = cfg.predict_before if predict_before is None else bool(predict_before)
+        if self.protocol:
+            result = self._adapt_protocol(x, noises, guards, before)
+        else:
+            result = self._adapt_theta(x, noises, guards, before)
+        for k, v in guards.items():
+            self.guards[k] += v
+        self.batches += 1
+        self.total_steps += cfg.steps
+        result.n = n
+        result.predictions = {k: v[:n] for k, v in (result.predictions or {}).items()}
+        if result.predictions_before is not None:
+            result.predictions_before = {k: v[:n] for k, v in result.predictions_before.items()}
+        result.timing["total_ms"] = (time.perf_counter() - t_start) * 1e3
+        return result
+
+    def _adapt_theta(
+        self, x: np.ndarray, noises: list[np.ndarray], guards: dict[str, int], predict_before: bool
+    ) -> AdaptResult:
+        s, opt = self.session, self.optimizer
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        cut = s.backbone(x)
+        timing["backbone_ms"] = (time.perf_counter() - t0) * 1e3
+        before = None
+        if predict_before:
+            t0 = time.perf_counter()
+            before = s.predict(cut, self._source)
+            timing["predict_before_ms"] = (time.perf_counter() - t0) * 1e3
+        trace: list[float] = []
+        task_trace: list[dict[str, float]] = []
+        first: float | None = None
+        step_ms = 0.0
+        for noise in noises:
+            t0 = time.perf_counter()
+            res = s.step(cut, self.theta, noise)
+            step_ms += (time.perf_counter() - t0) * 1e3
+            trace.append(res.loss)
+            task_trace.append(res.task_losses)
+            if not _finite(res.loss):
+                guards["nonfinite_loss"] += 1
+                continue
+            if not all(np.isfinite(g).all() for g in res.grads.values()):
+                guards["nonfinite_grad"] += 1
+                continue
+            if first is None:
+                first = res.loss
+            elif self.config.loss_guard and first > 0 and res.loss > self.config.loss_guard * first:
+                guards["loss_runaway"] += 1
+                log.warning(
+                    "loss %.4g exceeds %.3g x the first loss %.4g: θ reset to the source",
+                    res.loss,
+                    self.config.loss_guard,
+                    first,
+                )
+                self.theta = {k: v.copy() for k, v in self._source.items()}
+                opt.reset()
+                continue
+            t0 = time.perf_counter()
+            saved_theta = {k: v.copy() for k, v in self.theta.items()}
+            saved_opt = opt.state_dict()
+            with np.errstate(over="ignore", invalid="ignore"):  # the guard below handles it
+                opt.step(self.theta, res.grads)
+            if not all(np.isfinite(v).all() for v in self.theta.values()):
+                guards["nonfinite_theta"] += 1
+                self.theta = saved_theta
+                opt.load_state_dict(saved_opt)
+            step_ms += (time.perf_counter() - t0) * 1e3
+        k = max(len(noises), 1)
+        timing["steps_ms"] = step_ms
+        timing["step_ms"] = step_ms / k
+        t0 = time.perf_counter()
+        preds = s.predict(cut, self.theta)
+        timing["predict_ms"] = (time.perf_counter() - t0) * 1e3
+        timing["episode_ms"] = timing["backbone_ms"] + step_ms + timing["predict_ms"]
+        return AdaptResult(
+            predictions=preds,
+            loss_trace=trace,
+            task_loss_trace=task_trace,
+            guards=guards,
+            timing=timing,
+            predictions_before=before,
+        )
+
+    def _adapt_protocol(
+        self, x: np.ndarray, noises: list[np.ndarray], guards: dict[str, int], predict_before: bool
+    ) -> AdaptResult:
+        """The reference backend runs its own loop (all parameters, train-mode BatchNorm)."""
+        before = None
+        timing: dict[str, float] = {}
+        if predict_before:
+            t0 = time.perf_counter()
+            before = self.session.predict_source(x)
+            timing["predict_before_ms"] = (time.perf_counter() - t0) * 1e3
+        out = self.session.adapt_batch(x, noises, loss_guard=self.config.loss_guard)
+        for k, v in out.guards.items():
+            guards[k] = guards.get(k, 0) + int(v)
+        timing.update(out.timing)
+        return AdaptResult(
+            predictions=out.predictions,
+            loss_trace=list(out.loss_trace),
+            task_loss_trace=list(out.task_loss_trace),
+            guards=guards,
+            timing=timing,
+            predictions_before=before,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.config.to_dict(),
+            "optimizer": self.optimizer.config.to_dict(),
+            "session": self.session.describe(),
+        }

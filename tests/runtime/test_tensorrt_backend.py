@@ -1,0 +1,1249 @@
+"""TensorRT backend: everything checkable without TensorRT runs here; the rest is marked.
+
+Three layers of tests:
+
+1. Pure checks: the one-line hints when TensorRT / CUDA are missing, the fp16 ONNX rewrite and
+   the device-side optimiser graph, both executed in ONNX Runtime (CPU).
+2. The build orchestration and the runner, executed end to end on the CPU through a *fake*
+   `tensorrt` module whose "engines" are ONNX Runtime sessions reading and writing raw host
+   addresses, and a host-memory `CudaDriver`.  This exercises everything the backend itself
+   does -- engine keys and caching, precision choices, buffer binding, ping-pong θ, the update
+   engine, guards, zero-copy, cleanup -- but not TensorRT's behaviour, which it only mimics as
+   documented for 10.3.
+3. `@pytest.mark.tensorrt` tests against real TensorRT on a GPU (skipped here, with the reason).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import importlib.util
+import json
+import subprocess
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from s4t_edge.errors import ArtifactError, BackendError
+from s4t_edge.runtime import load
+from s4t_edge.runtime.artifact import Artifact
+from s4t_edge.runtime.backends.tensorrt import (
+    BuildConfig,
+    TensorRTBackend,
+    build_engines,
+    convert_to_fp16,
+    graph_recipe,
+    hyper_values,
+    import_tensorrt,
+    make_update_model,
+    optimizer_spec,
+)
+from s4t_edge.runtime.cuda_mem import CudaDriver, CudaPythonDriver, DeviceInfo, get_driver
+from s4t_edge.runtime.engine_cache import EngineCache
+from s4t_edge.runtime.optim import OptimizerConfig
+from s4t_edge.runtime.testing import build_toy_artifact
+
+# ============================================================================================
+# 1. Missing libraries
+
+
+def _hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
+
+
+def test_missing_tensorrt_is_a_one_line_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide(monkeypatch, "tensorrt")
+    with pytest.raises(BackendError) as e:
+        import_tensorrt()
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "s4t-edge[tensorrt]" in msg and "python3-libnvinfer" in msg
+
+
+def test_load_with_missing_tensorrt_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch, toy_artifact: Path
+) -> None:
+    _hide(monkeypatch, "tensorrt")
+    with pytest.raises(BackendError) as e:
+        load(toy_artifact, backend="tensorrt")
+    assert "s4t-edge[tensorrt]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_unknown_backend_option_is_refused(
+    monkeypatch: pytest.MonkeyPatch, toy_artifact: Path
+) -> None:
+    with pytest.raises(BackendError, match="does not accept option"):
+        load(toy_artifact, backend="tensorrt", fp61=True)
+
+
+def test_availability_is_reported_without_importing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s4t_edge.runtime.backends.tensorrt import tensorrt_available
+
+    loaded_before = "tensorrt" in sys.modules
+    reason = tensorrt_available()
+    if importlib.util.find_spec("tensorrt") is None:
+        assert "s4t-edge[tensorrt]" in reason
+    assert ("tensorrt" in sys.modules) == loaded_before, "availability must not import TensorRT"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    assert tensorrt_available() == "ok"
+
+
+def test_importing_the_backend_loads_no_gpu_library() -> None:
+    code = (
+        "import sys, s4t_edge.runtime.backends.tensorrt, s4t_edge.runtime.cuda_mem, "
+        "s4t_edge.runtime.engine_cache, s4t_edge.runtime.buffers, s4t_edge.cli.build\n"
+        "bad = [m for m in ('tensorrt', 'cuda', 'pycuda', 'torch', 'onnx') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_missing_cuda_bindings_is_a_one_line_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    _hide(monkeypatch, "cuda", "cuda.bindings", "cuda.cudart", "pycuda", "pycuda.driver")
+    with pytest.raises(BackendError) as e:
+        get_driver()
+    assert "\n" not in str(e.value) and "cuda-python" in str(e.value)
+    with pytest.raises(BackendError, match="pycuda"):
+        get_driver(prefer="pycuda")
+    with pytest.raises(BackendError, match="unknown CUDA binding"):
+        get_driver(prefer="opencl")
+
+
+class _FakeCudart:
+    """Just enough of `cuda.bindings.runtime` to drive the error paths."""
+
+    class cudaError_t:  # noqa: N801 - mirrors the binding's name
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+        cudaErrorMemoryAllocation = 2
+
+    def __init__(self, count_result: tuple[int, int]) -> None:
+        self.count_result = count_result
+
+    def cudaGetDeviceCount(self) -> tuple[int, int]:  # noqa: N802
+        return self.count_result
+
+    def cudaSetDevice(self, device: int) -> tuple[int]:  # noqa: N802
+        return (0,)
+
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:  # noqa: N802
+        return (self.cudaError_t.cudaErrorMemoryAllocation, 0)
+
+    def cudaGetErrorString(self, err: int) -> tuple[int, bytes]:  # noqa: N802
+        return (0, {100: b"no CUDA-capable device is detected", 2: b"out of memory"}[err])
+
+
+def test_cuda_python_errors_become_one_line_backend_errors() -> None:
+    with pytest.raises(BackendError) as e:
+        CudaPythonDriver(0, cudart=_FakeCudart((100, 0)))
+    assert "cudaGetDeviceCount" in str(e.value)
+    assert "no CUDA-capable device is detected" in str(e.value)
+    with pytest.raises(BackendError, match="device 1 not found"):
+        CudaPythonDriver(1, cudart=_FakeCudart((0, 1)))
+    drv = CudaPythonDriver(0, cudart=_FakeCudart((0, 1)))
+    with pytest.raises(BackendError, match="cudaMalloc failed: out of memory"):
+        drv.malloc(1024)
+
+
+# ============================================================================================
+# 1b. Pure ONNX rewrites, checked in ONNX Runtime
+
+
+def _run(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def _backbone_like_model(big_weight: bool = False) -> Any:
+    """Conv-BN-ReLU, a Resize with fp32 scales, a Constant, a Cast and two fp32 outputs."""
+    rng = np.random.default_rng(0)
+    f = TensorProto.FLOAT
+    w = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
+    if big_weight:
+        w[0, 0, 0, 0] = 1e6  # beyond fp16 range: must be clipped, not become inf
+    inits = [
+        numpy_helper.from_array(w, "conv.w"),
+        numpy_helper.from_array((rng.standard_normal(8) * 0.1).astype(np.float32), "conv.b"),
+        numpy_helper.from_array((1 + 0.1 * rng.standard_normal(8)).astype(np.float32), "bn.s"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(8)).astype(np.float32), "bn.b"),
+        numpy_helper.from_array((0.1 * rng.standard_normal(8)).astype(np.float32), "bn.m"),
+        numpy_helper.from_array((0.5 + rng.random(8)).astype(np.float32), "bn.v"),
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        numpy_helper.from_array(np.array([2], np.int64), "two"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv.w", "conv.b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "bn.s", "bn.b", "bn.m", "bn.v"], ["bn"]),
+        helper.make_node("Relu", ["bn"], ["cut/a"]),
+        helper.make_node("Resize", ["cut/a", "", "scales"], ["up"], mode="linear"),
+        helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.float32(0.25))),
+        helper.make_node("Cast", ["two"], ["two_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["up", "k"], ["upk"]),
+        helper.make_node("Add", ["upk", "two_f"], ["cut/b"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bb",
+        [helper.make_tensor_value_info("image", f, [2, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info("cut/a", f, [2, 8, 8, 8]),
+            helper.make_tensor_value_info("cut/b", f, [2, 8, 16, 16]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_fp16_rewrite_matches_fp32_within_half_precision() -> None:
+    model = _backbone_like_model()
+    half, stats = convert_to_fp16(model)
+    onnx.checker.check_model(half)
+    # Graph I/O keep their names and stay fp32: the engine's bindings equal the manifest's.
+    io = [(v.name, v.type.tensor_type.elem_type) for v in [*half.graph.input, *half.graph.output]]
+    assert io == [
+        ("image", TensorProto.FLOAT),
+        ("cut/a", TensorProto.FLOAT),
+        ("cut/b", TensorProto.FLOAT),
+    ]
+    dtypes = {i.name: i.data_type for i in half.graph.initializer}
+    assert dtypes["conv.w"] == TensorProto.FLOAT16
+    assert dtypes["bn.v"] == TensorProto.FLOAT16
+    assert dtypes["scales"] == TensorProto.FLOAT  # Resize scales are fp32 by the ONNX spec
+    assert dtypes["two"] == TensorProto.INT64
+    assert stats["initializers"] == 6 and stats["clipped"] == 0 and stats["casts"] >= 3
+    casts = [n for n in half.graph.node if n.op_type == "Cast"]
+    assert any(a.i == TensorProto.FLOAT16 for n in casts for a in n.attribute if a.name == "to")
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    ref = _run(model, {"image": x})
+    got = _run(half, {"image": x})
+    for name in ("cut/a", "cut/b"):
+        assert got[name].dtype == np.float32
+        scale = float(np.abs(ref[name]).max())
+        err = float(np.abs(got[name] - ref[name]).max())
+        assert err <= 2e-3 * scale + 1e-3, (name, err, scale)
+        assert err > 0, "the rewrite must actually compute in fp16"
+
+
+def test_fp16_rewrite_passes_the_tensorrt_rules() -> None:
+    from s4t_edge.export.trt_rules import check_tensorrt
+
+    half, _ = convert_to_fp16(_backbone_like_model())
+    errors = [f for f in check_tensorrt(half) if f.severity == "error"]
+    assert not errors, errors
+
+
+def test_fp16_rewrite_clips_out_of_range_weights_and_keeps_fp32_ops() -> None:
+    model = _backbone_like_model(big_weight=True)
+    half, stats = convert_to_fp16(model, keep_fp32_ops={"Resize", "Mul"})
+    assert stats["clipped"] == 1
+    w = numpy_helper.to_array(next(i for i in half.graph.initializer if i.name == "conv.w"))
+    assert np.isfinite(w).all() and w.max() == np.float16(65504)
+    x = np.random.default_rng(2).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    out = _run(half, {"image": x})  # runs (a 65504 weight may still overflow activations)
+    assert set(out) == {"cut/a", "cut/b"}
+    # Kept ops read and write fp32 tensors; everything else computes in fp16.
+    inferred = onnx.shape_inference.infer_shapes(half, strict_mode=True)
+    types_ = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
+    types_.update({i.name: i.data_type for i in half.graph.initializer})
+    for node in half.graph.node:
+        floats = [types_[n] for n in [*node.input, *node.output] if n and types_[n] != 7]
+        if node.op_type in ("Resize", "Mul"):
+            assert set(floats) == {TensorProto.FLOAT}, node
+        elif node.op_type in ("Conv", "BatchNormalization", "Relu", "Add"):
+            assert set(floats) == {TensorProto.FLOAT16}, node
+
+
+def test_fp16_rewrite_refuses_control_flow() -> None:
+    then = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y1"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1])],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=then)],
+        "g",
+        [
+            helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    with pytest.raises(BackendError, match="control flow"):
+        convert_to_fp16(helper.make_model(graph))
+
+
+_THETA = {
+    "a.weight": np.array([[0.5, -1.0], [2.0, 0.25]], np.float32),
+    "b.bias": np.array([0.1, -0.2, 0.3], np.float32),
+    "frozen": np.array([1.0, 2.0], np.float32),  # no gradient: must come back unchanged
+}
+
+
+class _Specs:
+    def __init__(self, theta: dict[str, np.ndarray]) -> None:
+        from s4t_edge.runtime.artifact import TensorSpec
+
+        self.items = [TensorSpec(k, tuple(v.shape), "float32") for k, v in theta.items()]
+
+
+def _update_trajectory(opt: dict[str, Any], steps: int = 4) -> None:
+    """Run the update graph `steps` times and the numpy optimiser beside it."""
+    spec = optimizer_spec(opt)
+    grads_named = [f"grad/{k}" for k in ("a.weight", "b.bias")]
+    model = make_update_model(_Specs(_THETA).items, grads_named, spec["name"], spec["nesterov"])
+    from s4t_edge.export.trt_rules import check_tensorrt
+
+    assert not [f for f in check_tensorrt(model) if f.severity == "error"]
+    slots = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq")}[spec["name"]]
+    rng = np.random.default_rng(3)
+    theta_dev = {k: v.copy() for k, v in _THETA.items()}
+    state_dev = {f"state/{s}/{k}": np.zeros_like(v) for s in slots for k, v in _THETA.items()}
+    numpy_opt = OptimizerConfig.from_dict(opt).build()
+    theta_np = {k: v.copy() for k, v in _THETA.items() if k != "frozen"}
+    for t in range(1, steps + 1):
+        grads = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in theta_np.items()}
+        feeds = {**theta_dev, **state_dev, "hyper": hyper_values(spec, t)}
+        feeds.update({f"grad/{k}": g for k, g in grads.items()})
+        out = _run(model, feeds)
+        theta_dev = {k: out[f"new/{k}"] for k in _THETA}
+        state_dev = {k: out[f"new_{k}"] for k in state_dev}
+        expected_sq = sum(float((g.astype(np.float64) ** 2).sum()) for g in grads.values())
+        assert out["grad_sq"].shape == () and np.isclose(out["grad_sq"], expected_sq, rtol=1e-5)
+        numpy_opt.step(theta_np, grads)
+        for k in theta_np:
+            np.testing.assert_allclose(theta_dev[k], theta_np[k], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(theta_dev["frozen"], _THETA["frozen"])
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        {"name": "sgd", "lr": 0.1},
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
+        {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True},
+        {"name": "sgd", "lr": 0.1, "momentum": 0.8, "dampening": 0.3},
+        {"name": "adam", "lr": 0.01},
+        {"name": "adam", "lr": 0.01, "betas": [0.8, 0.99], "weight_decay": 0.1, "eps": 1e-6},
+    ],
+)
+def test_update_graph_follows_the_numpy_optimisers(opt: dict[str, Any]) -> None:
+    _update_trajectory(opt)
+
+
+def test_optimizer_spec_accepts_config_objects_and_rejects_unknown() -> None:
+    spec = optimizer_spec(OptimizerConfig(name="adam", lr=0.5))
+    assert spec["name"] == "adam" and spec["lr"] == 0.5 and spec["betas"] == (0.9, 0.999)
+    from s4t_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        optimizer_spec({"name": "rmsprop"})
+
+
+# ============================================================================================
+# 2. Fake TensorRT + host-memory CUDA: the backend's own logic, end to end on the CPU
+
+
+class HostDriver(CudaDriver):
+    """`CudaDriver` over host memory: "device" pointers are numpy buffers' addresses."""
+
+    name = "host-emulation"
+
+    def __init__(self, integrated: bool = False, gpu: str = "FakeGPU", cc: str = "8.7") -> None:
+        self.live: dict[int, np.ndarray] = {}
+        self.integrated = integrated
+        self.gpu, self.cc = gpu, cc
+        self.copies = 0
+
+    def _alloc(self, nbytes: int) -> np.ndarray:
+        arr = np.full(
+            max(int(nbytes), 1) + 256, 0xCD, dtype=np.uint8
+        )  # poison: catch missed writes
+        off = (-arr.ctypes.data) % 256
+        view = arr[off : off + max(int(nbytes), 1)]
+        self.live[view.ctypes.data] = arr
+        return view
+
+    def device_info(self) -> DeviceInfo:
+        return DeviceInfo(0, self.gpu, self.cc, 1 << 30, self.integrated)
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self._alloc(nbytes).ctypes.data)
+
+    def free(self, ptr: int) -> None:
+        self.live.pop(ptr)
+
+    def malloc_host(self, nbytes: int, mapped: bool = False) -> tuple[np.ndarray, int]:
+        view = self._alloc(nbytes)
+        return view[: int(nbytes)], int(view.ctypes.data) if mapped else 0
+
+    def free_host(self, array: np.ndarray) -> None:
+        self.live.pop(array.ctypes.data)
+
+    def create_stream(self) -> Any:
+        return object()
+
+    def destroy_stream(self, stream: Any) -> None:
+        pass
+
+    def stream_handle(self, stream: Any) -> int:
+        return 1234
+
+    def synchronize(self, stream: Any) -> None:
+        pass
+
+    def memcpy_htod(self, dst: int, src: np.ndarray, stream: Any) -> None:
+        self.copies += 1
+        ctypes.memmove(dst, src.ctypes.data, src.nbytes)
+
+    def memcpy_dtoh(self, dst: np.ndarray, src: int, stream: Any) -> None:
+        self.copies += 1
+        ctypes.memmove(dst.ctypes.data, src, dst.nbytes)
+
+    def memcpy_dtod(self, dst: int, src: int, nbytes: int, stream: Any) -> None:
+        ctypes.memmove(dst, src, nbytes)
+
+    def memset(self, ptr: int, value: int, nbytes: int, stream: Any) -> None:
+        ctypes.memset(ptr, value, nbytes)
+
+    def mem_get_info(self) -> tuple[int, int]:
+        return (1 << 29, 1 << 30)
+
+
+_NP = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT64: "int64"}
+
+
+def _fake_tensorrt(version: str = "10.3.0.30", has_fp16_flag: bool = True) -> types.ModuleType:
+    """A stand-in `tensorrt` with the documented 10.x Python API; engines run in ONNX Runtime."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.float32, trt.float16, trt.int64 = "float32", "float16", "int64"
+    trt.builds = []  # (onnx model, network flags, builder flags, workspace) per build
+
+    class Logger:
+        WARNING, VERBOSE = 2, 4
+
+        def __init__(self, level: int = 2) -> None:
+            self.level = level
+
+    class BuilderFlag:
+        TF32 = "TF32"
+        OBEY_PRECISION_CONSTRAINTS = "OBEY"
+
+    if has_fp16_flag:
+        BuilderFlag.FP16 = "FP16"
+
+    class NetworkDefinitionCreationFlag:
+        STRONGLY_TYPED = 1
+
+    class MemoryPoolType:
+        WORKSPACE = "WORKSPACE"
+
+    class TensorIOMode:
+        INPUT, OUTPUT = "INPUT", "OUTPUT"
+
+    class Tensor:
+        def __init__(self, name: str, shape: list[int], dtype: str, is_out: bool) -> None:
+            self.name, self.shape, self.dtype, self.is_network_output = name, shape, dtype, is_out
+
+    class Layer:
+        def __init__(self, outputs: list[Tensor]) -> None:
+            self.outputs, self.output_types = outputs, {}
+            self.num_outputs = len(outputs)
+
+        def get_output(self, j: int) -> Tensor:
+            return self.outputs[j]
+
+        def set_output_type(self, j: int, dtype: str) -> None:
+            self.output_types[j] = dtype
+
+    class Network:
+        def __init__(self, flags: int) -> None:
+            self.flags, self.model = flags, None
+            self.inputs: list[Tensor] = []
+            self.outputs: list[Tensor] = []
+            self.layers: list[Layer] = []
+
+        num_inputs = property(lambda self: len(self.inputs))
+        num_outputs = property(lambda self: len(self.outputs))
+        num_layers = property(lambda self: len(self.layers))
+
+        def get_input(self, i: int) -> Tensor:
+            return self.inputs[i]
+
+        def get_output(self, i: int) -> Tensor:
+            return self.outputs[i]
+
+        def get_layer(self, i: int) -> Layer:
+            return self.layers[i]
+
+    def _dims(vi: Any) -> list[int]:
+        return [
+            d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim
+        ]
+
+    class OnnxParser:
+        def __init__(self, network: Network, logger: Logger) -> None:
+            self.network, self.num_errors = network, 0
+
+        def parse_from_file(self, path: str) -> bool:
+            model = onnx.load(path)
+            net = self.network
+            net.model = model
+            inits = {i.name for i in model.graph.initializer}
+            for vi in model.graph.input:
+                if vi.name not in inits:
+                    dtype = _NP[vi.type.tensor_type.elem_type]
+                    net.inputs.append(Tensor(vi.name, _dims(vi), dtype, False))
+            for vi in model.graph.output:
+                net.outputs.append(
+                    Tensor(vi.name, _dims(vi), _NP[vi.type.tensor_type.elem_type], True)
+                )
+            net.layers.append(Layer(net.outputs))
+            return True
+
+        def get_error(self, i: int) -> str:
+            return ""
+
+    class TimingCache:
+        def __init__(self, blob: bytes) -> None:
+            self.blob = bytes(blob)
+
+        def serialize(self) -> bytes:
+            return self.blob + b"."
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags = {"TF32"}  # TensorRT enables TF32 by default
+            self.workspace = None
+            self.cache = None
+
+        def set_flag(self, flag: str) -> None:
+            self.flags.add(flag)
+
+        def clear_flag(self, flag: str) -> None:
+            self.flags.discard(flag)
+
+        def set_memory_pool_limit(self, pool: str, size: int) -> None:
+            self.workspace = size
+
+        def create_timing_cache(self, blob: bytes) -> TimingCache:
+            return TimingCache(blob)
+
+        def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+            self.cache = cache
+            return True
+
+        def get_timing_cache(self) -> TimingCache:
+            return self.cache
+
+    class Builder:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def create_network(self, flags: int = 0) -> Network:
+            return Network(flags)
+
+        def create_builder_config(self) -> Config:
+            return Config()
+
+        def create_optimization_profile(self) -> Any:
+            raise AssertionError("static shapes need no optimisation profile")
+
+        def build_serialized_network(self, network: Network, config: Config) -> bytes:
+            header = {
+                "flags": sorted(config.flags),
+                "network_flags": network.flags,
+                "outputs": {t.name: t.dtype for t in network.outputs},
+                "layer_types": {str(k): v for k, v in network.layers[0].output_types.items()},
+                "workspace": config.workspace,
+            }
+            trt.builds.append((network.model, network.flags, set(config.flags), config.workspace))
+            return (
+                b"FAKEPLAN"
+                + json.dumps(header).encode()
+                + b"\n"
+                + network.model.SerializeToString()
+            )
+
+    class Engine:
+        def __init__(self, blob: bytes) -> None:
+            head, body = blob[len(b"FAKEPLAN") :].split(b"\n", 1)
+            self.header = json.loads(head)
+            model = onnx.load_from_string(body)
+            self.session = ort.InferenceSession(body, providers=["CPUExecutionProvider"])
+            inits = {i.name for i in model.graph.initializer}
+            self.io: list[tuple[str, str, tuple[int, ...], str]] = []
+            for vi in model.graph.input:
+                if vi.name not in inits:
+                    self.io.append(
+                        ("INPUT", vi.name, tuple(_dims(vi)), _NP[vi.type.tensor_type.elem_type])
+                    )
+            for vi in model.graph.output:
+                self.io.append(
+                    ("OUTPUT", vi.name, tuple(_dims(vi)), _NP[vi.type.tensor_type.elem_type])
+                )
+            self.device_memory_size_v2 = 4096
+
+        num_io_tensors = property(lambda self: len(self.io))
+
+        def _find(self, name: str) -> tuple[str, str, tuple[int, ...], str]:
+            return next(t for t in self.io if t[1] == name)
+
+        def get_tensor_name(self, i: int) -> str:
+            return self.io[i][1]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return self._find(name)[0]
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return self._find(name)[2]
+
+        def get_tensor_dtype(self, name: str) -> str:
+            return self._find(name)[3]
+
+        def create_execution_context(self) -> Context:
+            return Context(self)
+
+    class Context:
+        def __init__(self, engine: Engine) -> None:
+            self.engine, self.addr = engine, {}
+            self.runs = 0
+
+        def set_input_shape(self, name: str, shape: Any) -> bool:
+            return True
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return self.engine.get_tensor_shape(name)
+
+        def set_tensor_address(self, name: str, ptr: int) -> bool:
+            assert ptr % 256 == 0, f"{name} bound to an unaligned address"
+            self.addr[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream_handle: int) -> bool:
+            assert stream_handle == 1234
+            feeds, outs = {}, []
+            for mode, name, shape, dtype in self.engine.io:
+                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                if mode == "INPUT":
+                    raw = (ctypes.c_uint8 * nbytes).from_address(self.addr[name])
+                    feeds[name] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+                else:
+                    outs.append((name, nbytes))
+            results = self.engine.session.run([n for n, _ in outs], feeds)
+            for (name, nbytes), value in zip(outs, results):
+                value = np.ascontiguousarray(value)
+                assert value.nbytes == nbytes, name
+                ctypes.memmove(self.addr[name], value.ctypes.data, nbytes)
+            self.runs += 1
+            return True
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, blob: bytes) -> Engine | None:
+            if not blob.startswith(b"FAKEPLAN"):
+                return None
+            return Engine(blob)
+
+    def nptype(dtype: str) -> Any:
+        return np.dtype(dtype).type
+
+    for obj in (
+        Logger, BuilderFlag, NetworkDefinitionCreationFlag, MemoryPoolType, TensorIOMode,
+        Builder, OnnxParser, Runtime, nptype,
+    ):  # fmt: skip
+        setattr(trt, obj.__name__, obj)
+    return trt
+
+
+@pytest.fixture
+def fake_trt(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.ModuleType]:
+    trt = _fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    yield trt
+
+
+@pytest.fixture
+def driver() -> HostDriver:
+    return HostDriver()
+
+
+def _engine_names(art: Path) -> dict[str, dict[str, Any]]:
+    return {e["key"]["graph"]: e for e in EngineCache.for_artifact(art).entries()}
+
+
+def test_build_then_cached_then_forced(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    lines: list[str] = []
+    report = build_engines(
+        toy_artifact, BuildConfig(workspace_mib=64), driver=driver, log=lines.append
+    )
+    assert [e["graph"] for e in report.engines] == ["backbone", "step", "predict", "update-sgd"]
+    assert all(e["built"] for e in report.engines) and len(fake_trt.builds) == 4
+    assert report.device["name"] == "FakeGPU" and report.tensorrt == "10.3.0.30"
+    assert any("backbone" in line and "built" in line for line in lines)
+    # Workspace in bytes; TF32 cleared everywhere (fp32 requested); no FP16 flag anywhere.
+    for _model, net_flags, flags, workspace in fake_trt.builds:
+        assert workspace == 64 << 20 and "TF32" not in flags and "FP16" not in flags
+        assert net_flags == 0
+    timing = Path(report.timing_cache)
+    assert timing.parent == toy_artifact / "engines" and timing.read_bytes().startswith(b".")
+    again = build_engines(toy_artifact, BuildConfig(), driver=driver)
+    assert not any(e["built"] for e in again.engines) and len(fake_trt.builds) == 4
+    forced = build_engines(toy_artifact, BuildConfig(force=True), driver=driver)
+    assert all(e["built"] for e in forced.engines) and len(fake_trt.builds) == 8
+
+
+def test_fp16_rebuilds_only_the_backbone_and_never_touches_step(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    build_engines(toy_artifact, BuildConfig(), driver=driver)
+    fake_trt.builds.clear()
+    report = build_engines(toy_artifact, BuildConfig(fp16=True), driver=driver)
+    built = {e["graph"]: e for e in report.engines if e["built"]}
+    assert list(built) == ["backbone"] and built["backbone"]["precision"] == "fp16"
+    (_model, net_flags, flags, _ws) = fake_trt.builds[0]
+    assert {"FP16", "OBEY"} <= flags and net_flags == 0
+    plan = Path(built["backbone"]["file"]).read_bytes()
+    header = json.loads(plan[len(b"FAKEPLAN") :].split(b"\n", 1)[0])
+    assert header["outputs"] == {"cut/feat": "float32"}  # the cut stays fp32 at the boundary
+    assert header["layer_types"] == {"0": "float32"}
+    # fp32 engines of the other graphs remain valid and are kept next to the fp16 backbone.
+    graphs = [
+        e["key"]["graph"] + ":" + e["key"]["precision"]
+        for e in EngineCache.for_artifact(toy_artifact).entries()
+    ]
+    assert sorted(graphs) == sorted(
+        ["backbone:fp32", "backbone:fp16", "step:fp32", "predict:fp32", "update-sgd:fp32"]
+    )
+    assert EngineCache.for_artifact(toy_artifact).default_build()["fp16"] is True
+
+
+@pytest.mark.parametrize(
+    ("version", "has_flag", "strong", "expected"),
+    [
+        ("10.3.0.30", True, None, "fp16"),
+        ("10.3.0.30", True, True, "fp16-strongly-typed"),
+        ("10.12.0.36", True, None, "fp16-strongly-typed"),
+        ("11.0.0", False, None, "fp16-strongly-typed"),
+    ],
+)
+def test_precision_choice_by_tensorrt_version(
+    version: str, has_flag: bool, strong: bool | None, expected: str
+) -> None:
+    trt = _fake_tensorrt(version, has_fp16_flag=has_flag)
+    cfg = BuildConfig(fp16=True, strongly_typed=strong)
+    assert graph_recipe("backbone", cfg, trt).precision == expected
+    for g in ("step", "predict", "update-sgd"):
+        recipe = graph_recipe(g, cfg, trt)
+        assert recipe.precision == "fp32" and not recipe.fp16_flag and not recipe.tf32
+    assert graph_recipe("predict", BuildConfig(tf32=True), trt).precision == "tf32"
+    assert graph_recipe("step", BuildConfig(tf32=True), trt).precision == "fp32"
+
+
+def test_weakly_typed_fp16_without_the_flag_is_refused() -> None:
+    from s4t_edge.errors import ConfigError
+
+    trt = _fake_tensorrt("11.0.0", has_fp16_flag=False)
+    with pytest.raises(ConfigError, match="strongly-typed"):
+        graph_recipe("backbone", BuildConfig(fp16=True, strongly_typed=False), trt)
+
+
+def test_strongly_typed_fp16_builds_the_rewritten_graph(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    cfg = BuildConfig(fp16=True, strongly_typed=True)
+    build_engines(toy_artifact, cfg, graphs=["backbone"], optimizers=[], driver=driver)
+    (model, net_flags, flags, _ws) = fake_trt.builds[0]
+    assert net_flags == 1 << 1  # 1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    assert "FP16" not in flags
+    types_ = {i.name: i.data_type for i in model.graph.initializer}
+    assert types_["half"] == TensorProto.FLOAT16
+    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert not list((toy_artifact / "engines").glob(".build-*")), "scratch dirs are removed"
+
+
+def test_trt_or_gpu_change_rebuilds_everything(
+    monkeypatch: pytest.MonkeyPatch, driver: HostDriver, toy_artifact: Path
+) -> None:
+    trt = _fake_tensorrt("10.3.0.30")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    build_engines(toy_artifact, BuildConfig(), driver=driver)
+    newer = _fake_tensorrt("10.4.0.26")
+    monkeypatch.setitem(sys.modules, "tensorrt", newer)
+    report = build_engines(toy_artifact, BuildConfig(), driver=driver)
+    assert all(e["built"] and "trt_version" in e["reason"] for e in report.engines)
+    report = build_engines(toy_artifact, BuildConfig(), driver=HostDriver(gpu="Thor", cc="10.1"))
+    assert all(e["built"] and "gpu_name" in e["reason"] for e in report.engines)
+    # The artifact now holds engines for both GPUs; each is used only on its own.
+    assert len(EngineCache.for_artifact(toy_artifact).entries()) == 12
+
+
+def test_changed_graph_is_rebuilt(fake_trt: Any, driver: HostDriver, tmp_path: Path) -> None:
+    art = build_toy_artifact(tmp_path / "a", optimizer={"name": "adam", "lr": 0.01})
+    build_engines(art, BuildConfig(), driver=driver)
+    art2 = build_toy_artifact(tmp_path / "a", tokens=6)  # re-export in place: noise shape changes
+    report = build_engines(art2, BuildConfig(), driver=driver)
+    built = {e["graph"]: e["reason"] for e in report.engines if e["built"]}
+    assert built["step"] == "stale engine (the graph changed)"
+    assert "backbone" not in built and "predict" not in built  # those graphs did not change
+    assert "update-sgd" in built  # the optimiser changed (adam -> sgd)
+
+
+# ------------------------------------------------------------------------------ runner
+
+
+@pytest.fixture
+def sessions(fake_trt: Any, driver: HostDriver, toy_artifact: Path) -> Iterator[tuple[Any, Any]]:
+    trt_sess = load(toy_artifact, backend="tensorrt", driver=driver)
+    ort_sess = load(toy_artifact, backend="onnxruntime")
+    yield trt_sess, ort_sess
+    trt_sess.close()
+
+
+def _batch(seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    noises = [rng.random((2, 4), dtype=np.float32) for _ in range(40)]
+    return image, noises
+
+
+def test_three_graphs_match_onnxruntime(sessions: tuple[Any, Any]) -> None:
+    trt_s, ort_s = sessions
+    image, noises = _batch()
+    theta = trt_s.source_theta()
+    cut_t, cut_o = trt_s.backbone(image), ort_s.backbone(image)
+    np.testing.assert_allclose(
+        cut_t.to_numpy()["cut/feat"], cut_o.to_numpy()["cut/feat"], rtol=1e-6
+    )
+    r_t, r_o = trt_s.step(cut_t, theta, noises[0]), ort_s.step(cut_o, theta, noises[0])
+    assert r_t.loss == pytest.approx(r_o.loss, rel=1e-6)
+    assert r_t.task_losses == pytest.approx(r_o.task_losses, rel=1e-6)
+    assert set(r_t.grads) == set(theta)
+    for k in theta:
+        np.testing.assert_allclose(r_t.grads[k], r_o.grads[k], rtol=1e-5, atol=1e-8)
+    p_t, p_o = trt_s.predict(cut_t, theta), ort_s.predict(cut_o, theta)
+    assert set(p_t) == {"semseg", "depth"}
+    for k in p_o:
+        np.testing.assert_allclose(p_t[k], p_o[k], rtol=1e-6, atol=1e-7)
+    # A Cut from another backend (numpy arrays) is accepted and gives the same numbers.
+    r_x = trt_s.step(cut_o, theta, noises[0])
+    assert r_x.loss == pytest.approx(r_o.loss, rel=1e-6)
+    info = trt_s.describe()
+    assert info["backend"] == "tensorrt" and info["precision_step"] == "fp32"
+    assert int(info["device_buffers_bytes"]) > 0
+
+
+def _numpy_trajectory(
+    ort_s: Any,
+    cut: Any,
+    theta: dict[str, np.ndarray],
+    noises: list[np.ndarray],
+    opt: dict[str, Any],
+) -> tuple[dict[str, np.ndarray], list[float], Any]:
+    optim = OptimizerConfig.from_dict(opt).build()
+    theta = {k: v.copy() for k, v in theta.items()}
+    losses = []
+    for noise in noises:
+        res = ort_s.step(cut, theta, noise)
+        losses.append(res.loss)
+        optim.step(theta, res.grads)
+    return theta, losses, optim
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [
+        {"name": "sgd", "lr": 0.5},
+        {"name": "sgd", "lr": 0.2, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01},
+        {"name": "adam", "lr": 0.01, "weight_decay": 0.001},
+    ],
+)
+def test_run_steps_follows_the_onnxruntime_trajectory(
+    sessions: tuple[Any, Any], opt: dict[str, Any]
+) -> None:
+    trt_s, ort_s = sessions
+    image, noises = _batch(1)
+    theta0 = trt_s.source_theta()
+    cut_t, cut_o = trt_s.backbone(image), ort_s.backbone(image)
+    expected, exp_losses, optim = _numpy_trajectory(ort_s, cut_o, theta0, noises, opt)
+    res = trt_s.backend.run_steps(cut_t, theta0, noises, opt)
+    assert res.actions == ["accept"] * 40 and res.rejected == 0
+    assert len(res.step_ms) == 40 and all(t >= 0 for t in res.step_ms)
+    np.testing.assert_allclose(res.losses, exp_losses, rtol=1e-4)
+    for k in expected:
+        np.testing.assert_allclose(res.theta[k], expected[k], rtol=1e-4, atol=1e-6)
+        assert not np.allclose(res.theta[k], theta0[k]), "θ must have moved"
+    # The state comes back in Optimizer.state_dict() format and continues the trajectory.
+    assert res.state["steps"] == 40
+    ref_state = optim.state_dict()
+    assert set(res.state["state"]) == set(ref_state["state"])
+    for name, slots in ref_state["state"].items():
+        for slot, value in slots.items():
+            np.testing.assert_allclose(res.state["state"][name][slot], value, rtol=1e-4, atol=1e-7)
+    more = trt_s.backend.run_steps(cut_t, res.theta, noises[:3], opt, res.state)
+    expected2 = {k: v.copy() for k, v in expected.items()}
+    for noise in noises[:3]:
+        optim.step(expected2, ort_s.step(cut_o, expected2, noise).grads)
+    for k in expected2:
+        np.testing.assert_allclose(more.theta[k], expected2[k], rtol=1e-4, atol=1e-6)
+
+
+def test_run_steps_and_host_steps_agree(sessions: tuple[Any, Any]) -> None:
+    """The fast path and the plain `step` interface of the same backend follow one trajectory."""
+    trt_s, _ = sessions
+    image, noises = _batch(2)
+    theta0 = trt_s.source_theta()
+    cut = trt_s.backbone(image)
+    expected, _, _ = _numpy_trajectory(trt_s, cut, theta0, noises[:10], {"name": "sgd", "lr": 0.5})
+    res = trt_s.backend.run_steps(cut, theta0, noises[:10])  # manifest optimiser: sgd lr 0.5
+    for k in expected:
+        np.testing.assert_allclose(res.theta[k], expected[k], rtol=1e-5, atol=1e-7)
+
+
+def test_run_steps_guards(sessions: tuple[Any, Any]) -> None:
+    trt_s, _ = sessions
+    image, noises = _batch(3)
+    theta0 = trt_s.source_theta()
+    cut = trt_s.backbone(image)
+    noises = noises[:6]
+    noises[2] = noises[2].copy()
+    noises[2][0, 0] = np.nan  # poisons the loss of step 2
+    seen = []
+
+    def guard(report: Any) -> str | None:
+        seen.append(report)
+        return "accept"  # even an explicit accept of a non-finite step is overridden
+
+    res = trt_s.backend.run_steps(cut, theta0, noises, guard=guard)
+    assert res.actions == ["accept", "accept", "reject", "accept", "accept", "accept"]
+    assert not seen[2].finite and seen[1].finite and np.isnan(res.losses[2])
+    # Rejecting step 2 means the result equals 5 clean steps.
+    clean = [n for i, n in enumerate(noises) if i != 2]
+    ref = trt_s.backend.run_steps(cut, theta0, clean)
+    for k in ref.theta:
+        np.testing.assert_allclose(res.theta[k], ref.theta[k], rtol=1e-6)
+    assert res.state["steps"] == 5
+
+    # "reset" restores the source θ (and zeroes the optimiser state); "stop" ends early.
+    source = {k: v + 1.0 for k, v in theta0.items()}
+    res = trt_s.backend.run_steps(
+        cut, theta0, noises[:2], {"name": "adam", "lr": 0.1}, source_theta=source,
+        guard=lambda r: "reset" if r.index == 1 else None,
+    )  # fmt: skip
+    assert res.actions == ["accept", "reset"] and res.state["steps"] == 0
+    for k in source:
+        np.testing.assert_array_equal(res.theta[k], source[k])
+    res = trt_s.backend.run_steps(cut, theta0, noises[3:], guard=lambda r: "stop")
+    assert res.actions == ["stop"] and res.state["steps"] == 0
+    for k in theta0:
+        np.testing.assert_array_equal(res.theta[k], theta0[k])
+    with pytest.raises(Exception, match="guard returned"):
+        trt_s.backend.run_steps(cut, theta0, noises[3:], guard=lambda r: "maybe")
+    empty = trt_s.backend.run_steps(cut, theta0, [])
+    assert empty.losses == [] and empty.state["steps"] == 0
+
+
+def test_zero_copy_on_integrated_gpus(fake_trt: Any, toy_artifact: Path) -> None:
+    integrated = HostDriver(integrated=True)
+    discrete = HostDriver(integrated=False)
+    image, noises = _batch(4)
+    results = []
+    for drv in (integrated, discrete):
+        with load(toy_artifact, backend="tensorrt", driver=drv) as s:
+            assert s.backend.zero_copy is drv.integrated
+            cut = s.backbone(image)
+            drv.copies = 0
+            s.predict(cut, s.source_theta())
+            results.append((drv.copies, s.backend.run_steps(cut, s.source_theta(), noises[:5])))
+    (zc_copies, zc_res), (dc_copies, dc_res) = results
+    # Discrete: θ up + predictions down; integrated: only θ up (predictions are mapped memory).
+    assert dc_copies == 2 and zc_copies == 1
+    for k in zc_res.theta:
+        np.testing.assert_array_equal(zc_res.theta[k], dc_res.theta[k])
+
+
+def test_close_frees_every_buffer(fake_trt: Any, driver: HostDriver, toy_artifact: Path) -> None:
+    s = load(toy_artifact, backend="tensorrt", driver=driver)
+    image, noises = _batch(5)
+    cut = s.backbone(image)
+    s.backend.run_steps(cut, s.source_theta(), noises[:3], {"name": "adam", "lr": 0.1})
+    cut2 = s.backbone(image)
+    assert driver.live
+    s.close()
+    s.close()  # idempotent
+    del cut
+    gc.collect()
+    assert not driver.live, f"{len(driver.live)} allocations leaked"
+    with pytest.raises(BackendError, match="closed"):
+        s.backend.step(cut2, s.source_theta(), noises[0])
+
+
+def test_cut_arenas_are_recycled(fake_trt: Any, driver: HostDriver, toy_artifact: Path) -> None:
+    with load(toy_artifact, backend="tensorrt", driver=driver) as s:
+        image, _ = _batch(6)
+        s.backbone(image)
+        gc.collect()
+        baseline = len(driver.live)
+        for _ in range(5):
+            s.backbone(image)  # the previous Cut is dropped each time
+            gc.collect()
+        assert len(driver.live) <= baseline + 1
+        # A tensor kept after its Cut is dropped keeps its batch: its arena is not recycled.
+        first = s.backbone(image).tensors["cut/feat"]
+        kept = np.asarray(first).copy()
+        gc.collect()
+        s.backbone(image + 1.0)
+        np.testing.assert_array_equal(np.asarray(first), kept)
+
+
+def test_bad_inputs_are_one_line_errors(sessions: tuple[Any, Any]) -> None:
+    trt_s, _ = sessions
+    be = trt_s.backend
+    image, noises = _batch(7)
+    with pytest.raises(BackendError, match="static"):
+        be.backbone(image[:1])
+    cut = be.backbone(image)
+    theta = trt_s.source_theta()
+    with pytest.raises(BackendError, match="missing"):
+        be.step(cut, {"head.weight": theta["head.weight"]}, noises[0])
+    with pytest.raises(BackendError, match="mask noise"):
+        be.step(cut, theta, noises[0][:, :2])
+    with pytest.raises(BackendError, match="cut tensor"):
+        be.step(type(cut)(tensors={}, batch=2), theta, noises[0])
+
+
+def test_build_never_requires_prebuilt_engines(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    with pytest.raises(ArtifactError, match="s4t-edge build"):
+        TensorRTBackend(Artifact.load(toy_artifact), build="never", driver=driver)
+    build_engines(toy_artifact, BuildConfig(), driver=driver)
+    fake_trt.builds.clear()
+    with TensorRTBackend(Artifact.load(toy_artifact), build="never", driver=driver):
+        pass
+    assert not fake_trt.builds
+
+
+def test_runner_reuses_build_defaults(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    build_engines(toy_artifact, BuildConfig(fp16=True), driver=driver)
+    fake_trt.builds.clear()
+    with load(toy_artifact, backend="tensorrt", driver=driver) as s:
+        assert s.backend.build_config.fp16 is True
+        assert s.describe()["precision_backbone"] == "fp16"
+    assert not fake_trt.builds, "the engines built by `s4t-edge build` are reused as they are"
+
+
+def test_engine_not_matching_the_manifest_is_refused(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    build_engines(toy_artifact, BuildConfig(), driver=driver)
+    cache = EngineCache.for_artifact(toy_artifact)
+    entries = _engine_names(toy_artifact)
+    step_file = cache.root / entries["step"]["file"]
+    predict_plan = (cache.root / entries["predict"]["file"]).read_bytes()
+    step_file.write_bytes(predict_plan)  # a wrong engine under the right name ...
+    index = json.loads(cache.index_path.read_text())
+    for entry in index["engines"].values():
+        if entry["key"]["graph"] == "step":
+            import hashlib
+
+            entry["sha256"] = hashlib.sha256(predict_plan).hexdigest()  # ... and a "valid" index
+    cache.index_path.write_text(json.dumps(index))
+    with pytest.raises(ArtifactError, match="does not match the manifest.*--force"):
+        load(toy_artifact, backend="tensorrt", driver=driver, build="never")
+
+
+def test_undeserializable_engine_is_reported(
+    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+) -> None:
+    build_engines(toy_artifact, BuildConfig(), driver=driver)
+    cache = EngineCache.for_artifact(toy_artifact)
+    entry = _engine_names(toy_artifact)["backbone"]
+    (cache.root / entry["file"]).write_bytes(b"garbage")
+    # The sha256 no longer matches: auto mode rebuilds instead of loading garbage.
+    fake_trt.builds.clear()
+    with load(toy_artifact, backend="tensorrt", driver=driver):
+        pass
+    assert len(fake_trt.builds) == 1
+
+
+@pytest.mark.slow
+def test_fake_engines_on_a_real_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole path on a real exported S4T model (tiny, untrained), with the fake TensorRT.
+
+    Checks what the toy artifact cannot: the fp16 rewrite of a real backbone (static TensorRT
+    rules, accuracy), buffer plans and update graphs for a real θ, and the device-side
+    trajectory against ONNX Runtime + numpy.  ~1 minute on two CPU cores (the export).
+    """
+    from s4t_edge.export.exporter import ExportConfig, export_model
+    from s4t_edge.export.trt_rules import check_tensorrt
+    from s4t_edge.models import build_model
+    from s4t_edge.train.config import S4TConfig
+
+    art = export_model(
+        build_model("tiny"), S4TConfig(), tmp_path / "art", ExportConfig(batch=2, validate=False)
+    ).out_dir
+    a = Artifact.load(art)
+    half, _ = convert_to_fp16(onnx.load(str(a.graph_path("backbone"))))
+    assert not [f for f in check_tensorrt(half) if f.severity == "error"]
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.12.0"))
+    drv = HostDriver()
+    build_engines(art, BuildConfig(fp16=True), driver=drv)
+    trt_s = load(art, backend="tensorrt", driver=drv)
+    ort_s = load(art, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    try:
+        assert trt_s.describe()["precision_backbone"] == "fp16-strongly-typed"
+        rng = np.random.default_rng(0)
+        image = rng.standard_normal(a.input.shape).astype(np.float32)
+        noises = [ort_s.mask_noise(rng) for _ in range(10)]
+        theta = ort_s.source_theta()
+        cut_t, cut_o = trt_s.backbone(image), ort_s.backbone(image)
+        for name, ref in cut_o.to_numpy().items():
+            got = np.asarray(cut_t.tensors[name])
+            assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max(), name
+        opt = {"name": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-6}
+        expected, losses, _ = _numpy_trajectory(ort_s, cut_o, theta, noises, opt)
+        res = trt_s.backend.run_steps(cut_o, theta, noises, opt)
+        np.testing.assert_allclose(res.losses, losses, rtol=1e-5)
+        for k, ref in expected.items():
+            np.testing.assert_allclose(res.theta[k], ref, rtol=1e-5, atol=1e-7)
+    finally:
+        trt_s.close()
+
+
+# ============================================================================================
+# 3. Real TensorRT on a GPU (skipped where either is missing)
+
+
+def _real_trt_reason() -> str | None:
+    if importlib.util.find_spec("tensorrt") is None:
+        return (
+            "TensorRT is not installed (pip install 's4t-edge[tensorrt]' on x86-64, JetPack's "
+            "python3-libnvinfer on Jetson)"
+        )
+    try:
+        get_driver().device_info()
+    except BackendError as e:
+        return f"no usable CUDA GPU: {e}"
+    return None
+
+
+_REASON = _real_trt_reason()
+
+
+def real_trt(test: Any) -> Any:
+    """Mark a test as needing TensorRT and a GPU; skip it (saying why) where either is absent."""
+    test = pytest.mark.tensorrt(pytest.mark.gpu(test))
+    return pytest.mark.skipif(_REASON is not None, reason=_REASON or "")(test)
+
+
+@pytest.fixture(scope="module")
+def exported_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny S4T model, trained for a few steps on synthetic data, exported for batch 2."""
+    return _train_and_export(tmp_path_factory.mktemp("trt_real"))
+
+
+def _train_and_export(root: Path) -> Path:
+    from s4t_edge.data import synth
+    from s4t_edge.export.exporter import ExportConfig, export_run
+    from s4t_edge.models.config import make_config
+    from s4t_edge.train.config import S4TConfig, TrainConfig
+    from s4t_edge.train.loop import train
+
+    model_cfg = make_config("tiny")
+    ds = synth("source", 32, size=model_cfg.input_size[0], seed=0)
+    train(
+        TrainConfig(steps=20, batch_size=8, val_every=0, checkpoint_every=0, warmup_steps=2),
+        model_cfg,
+        S4TConfig(),
+        ds,
+        None,
+        root / "run",
+        progress=False,
+        device="cpu",
+    )
+    export_run(root / "run", root / "art", ExportConfig(batch=2))
+    return root / "art"
+
+
+@real_trt
+@pytest.mark.parametrize("fp16", [False, True])
+def test_real_engines_match_onnxruntime(exported_artifact: Path, fp16: bool) -> None:
+    """Forward and gradients of TensorRT engines against ONNX Runtime (CPU) on a real export."""
+    build_engines(exported_artifact, BuildConfig(fp16=fp16))
+    trt_s = load(exported_artifact, backend="tensorrt", fp16=fp16, build="never")
+    ort_s = load(exported_artifact, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    try:
+        rng = np.random.default_rng(0)
+        image = rng.standard_normal(ort_s.artifact.input.shape).astype(np.float32)
+        noise = ort_s.mask_noise(rng)
+        theta = ort_s.source_theta()
+        cut_t, cut_o = trt_s.backbone(image), ort_s.backbone(image)
+        # Forward: fp32 engines (TF32 off) within 1e-4 of each tensor's scale; the fp16 backbone
+        # within 2e-2 (half precision through a few layers).
+        tol = 2e-2 if fp16 else 1e-4
+        for name, ref in cut_o.to_numpy().items():
+            got = np.asarray(cut_t.tensors[name])
+            assert np.abs(got - ref).max() <= tol * (np.abs(ref).max() + 1e-6), name
+        # Step and predict on the *same* cut (ONNX Runtime's): only those engines are compared.
+        # Gradients within 1e-3 of their scale (fp32 with different reduction orders).
+        r_t, r_o = trt_s.step(cut_o, theta, noise), ort_s.step(cut_o, theta, noise)
+        assert r_t.loss == pytest.approx(r_o.loss, rel=1e-3)
+        for k, g in r_o.grads.items():
+            assert np.abs(r_t.grads[k] - g).max() <= 1e-3 * (np.abs(g).max() + 1e-8), k
+        p_t, p_o = trt_s.predict(cut_o, theta), ort_s.predict(cut_o, theta)
+        for k, ref in p_o.items():
+            assert np.abs(p_t[k] - ref).max() <= 1e-3 * (np.abs(ref).max() + 1e-6), k
+    finally:
+        trt_s.close()
+
+
+@real_trt
+def test_real_40_step_trajectory_matches_onnxruntime(exported_artifact: Path) -> None:
+    """40 device-side steps (run_steps) against 40 host steps through ONNX Runtime + numpy."""
+    trt_s = load(exported_artifact, backend="tensorrt")
+    ort_s = load(exported_artifact, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    try:
+        rng = np.random.default_rng(1)
+        image = rng.standard_normal(ort_s.artifact.input.shape).astype(np.float32)
+        noises = [ort_s.mask_noise(rng) for _ in range(40)]
+        opt = dict(ort_s.artifact.s4t["optimizer"])
+        theta0 = ort_s.source_theta()
+        cut_o = ort_s.backbone(image)
+        expected, exp_losses, _ = _numpy_trajectory(ort_s, cut_o, theta0, noises, opt)
+        res = trt_s.backend.run_steps(trt_s.backbone(image), theta0, noises, opt)
+        assert res.rejected == 0
+        np.testing.assert_allclose(res.losses, exp_losses, rtol=1e-3)
+        for k, ref in expected.items():
+            rel = np.abs(res.theta[k] - ref).max() / (np.abs(ref).max() + 1e-12)
+            assert rel <= 1e-4, (k, rel)
+        # The plain step interface of the TensorRT backend follows the same trajectory.
+        host, _, _ = _numpy_trajectory(trt_s, trt_s.backbone(image), theta0, noises, opt)
+        for k, ref in expected.items():
+            rel = np.abs(host[k] - ref).max() / (np.abs(ref).max() + 1e-12)
+            assert rel <= 1e-4, (k, rel)
+    finally:
+        trt_s.close()
