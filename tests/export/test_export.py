@@ -112,9 +112,13 @@ def test_check_detects_a_graph_that_disagrees_with_pytorch(tiny_artifact, tmp_pa
 
     art = _copy(tiny_artifact, tmp_path)
     model = onnx.load(str(art / "predict.onnx"))
-    init = max(model.graph.initializer, key=lambda t: int(np.prod(t.dims)))
-    arr = onnx.numpy_helper.to_array(init).copy() * 1.5
-    init.CopyFrom(onnx.numpy_helper.from_array(arr, init.name))
+    # Scale one prediction by 1% right before the output: a plausible silent corruption.
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [o + "_raw" if o == out else o for o in node.output]
+        node.input[:] = [i + "_raw" if i == out else i for i in node.input]
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.01, np.float32), "k101"))
+    model.graph.node.append(onnx.helper.make_node("Mul", [out + "_raw", "k101"], [out]))
     onnx.save(model, str(art / "predict.onnx"))
     m = _manifest(art)
     m["files"]["predict.onnx"] = sha256_file(art / "predict.onnx")
