@@ -119,6 +119,9 @@ def export_model(
     if cfg.add_adapters:
         model.add_adapters(list(cfg.add_adapters))
 
+    from s4t_edge.export.scopes import select_theta
+
+    select_theta(model, cfg.scope)  # a bad scope fails here, before any work or output
     say(f"tracing the test-time step (scope {cfg.scope}, batch {cfg.batch}, bn {cfg.bn_stats})")
     t = time.perf_counter()
     part = build_partition(model, cfg.scope, cfg.batch, cfg.bn_stats, s4t_cfg, seed=cfg.seed)

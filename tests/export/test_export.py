@@ -159,13 +159,19 @@ def test_missing_run_dir_is_a_one_line_error(tmp_path, capsys):
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
 
 
-def test_finite_differences_agree_with_step_gradients(tiny_artifact):
-    """Directional derivative of `loss` along a random direction of θ vs <grad, direction>."""
+def test_finite_differences_agree_with_step_gradients(tiny_run, tmp_path):
+    """Directional derivative of `loss` along a random direction of θ vs <grad, direction>.
+
+    θ in the joint decoder only: then the stop-gradient target (the main predictions) does not
+    move with θ, and ∂loss/∂θ is the true derivative of the `loss` output.
+    """
     import onnxruntime as ort
     from safetensors.numpy import load_file
 
     from s4t_edge.data import preprocess
 
+    tiny_artifact = tmp_path / "decoder"
+    export_run(tiny_run, tiny_artifact, ExportConfig(batch=2, scope="norm@joint_decoder"))
     m = _manifest(tiny_artifact)
     ref = load_file(str(tiny_artifact / "parity.safetensors"))
     x = preprocess(ref["image_u8"], m["input"]["mean"], m["input"]["std"]).astype(np.float32)
