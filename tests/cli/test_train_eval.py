@@ -124,6 +124,10 @@ def test_resume_continues_to_more_steps(run_dir, capsys):
         (["train", "--train", "{tmp}/bad.npz", "--out", "{tmp}/r"], "bad.npz"),
         (["train", "--train", "{npz}/train.npz", "--out", "{tmp}/afile/r"], "afile"),
         (["train", "--train", "{npz}/train.npz", "--steps", "0", "--out", "{tmp}/r"], "steps"),
+        (
+            ["train", "--threads", "0", "--train", "{npz}/train.npz", "--out", "{tmp}/r"],
+            "--threads",
+        ),
         (["train", "--resume", "--out", "{tmp}/none"], "does not exist"),
         (["eval", "{tmp}/none", "--data", "{npz}/test.npz"], "does not exist"),
         (["eval", "{tmp}", "--data", "{npz}/test.npz"], "not a run directory"),
