@@ -39,6 +39,16 @@ prefix, e.g. norm@backbone.layer4), 'adapters' (residual adapters; see --add-ada
 @click.option(
     "--opset", default=18, show_default=True, type=int, help="ONNX opset (≤ 20 for TensorRT 10.3)."
 )
+@click.option(
+    "--optimizer",
+    type=click.Choice(["sgd", "adam"]),
+    default=None,
+    help="Default test-time optimiser recorded in the manifest (default: the run's, SGD).",
+)
+@click.option(
+    "--lr", type=float, default=None, help="Its learning rate (default: the run's, 2e-5)."
+)
+@click.option("--steps", type=int, default=None, help="Default S4T steps per batch (default 40).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing artifact directory.")
 @click.option("--no-validate", is_flag=True, help="Skip the parity checks (not recommended).")
 @click.option(
@@ -55,6 +65,9 @@ def command(
     bn_stats: str,
     add_adapters: str,
     opset: int,
+    optimizer: str | None,
+    lr: float | None,
+    steps: int | None,
     overwrite: bool,
     no_validate: bool,
     list_scopes: bool,
@@ -92,6 +105,9 @@ def command(
         add_adapters=stages,
         opset=opset,
         validate=not no_validate,
+        optimizer=optimizer,
+        lr=lr,
+        steps=steps,
     )
     res = export_run(
         run_dir,

@@ -33,6 +33,9 @@ class ExportConfig:
     opset: int = 18  # ONNX opset (TensorRT 10.3 parses ≤ 20)
     validate: bool = True  # compare every graph with PyTorch before finishing
     seed: int = 0  # seed of the parity images and mask noise
+    optimizer: str | None = None  # default test-time optimiser in the manifest (None: the run's)
+    lr: float | None = None  # its learning rate (None: the run's S4T config, published 2e-5)
+    steps: int | None = None  # default S4T steps per batch (None: the run's, published 40)
 
     def __post_init__(self) -> None:
         if self.bn_stats not in BN_STATS:
@@ -45,6 +48,26 @@ class ExportConfig:
             raise ConfigError(
                 f"--opset must be between 13 and 20 (TensorRT 10.3 parses ≤ 20), got {self.opset}"
             )
+        self.runtime_defaults({})  # checks --optimizer/--lr/--steps before any work
+
+    def runtime_defaults(self, s4t: dict[str, Any]) -> dict[str, Any]:
+        """The run's S4T settings with this export's optimiser/lr/steps choices applied."""
+        out = dict(s4t)
+        opt = dict(out.get("optimizer", {}))
+        if self.optimizer is not None:
+            if self.optimizer not in ("sgd", "adam"):
+                raise ConfigError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
+            opt["name"] = self.optimizer
+        if self.lr is not None:
+            if not self.lr > 0:
+                raise ConfigError(f"--lr must be positive, got {self.lr}")
+            opt["lr"] = float(self.lr)
+        out["optimizer"] = opt
+        if self.steps is not None:
+            if self.steps < 1:
+                raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+            out["steps"] = int(self.steps)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -137,7 +137,7 @@ def build_manifest(
             "predict_theta": list(part.predict_theta),
         },
         "graphs": graphs,
-        "s4t": s4t_cfg.to_dict(),
+        "s4t": cfg.runtime_defaults(s4t_cfg.to_dict()),
         "export": cfg.to_dict(),
         "tolerances": dict(TOLERANCES),
         "versions": _versions(),

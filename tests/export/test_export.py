@@ -203,3 +203,28 @@ def test_finite_differences_agree_with_step_gradients(tiny_run, tmp_path):
     numeric = float(plus - minus) / (2 * eps)
     assert abs(analytic) > 1e-6
     assert abs(numeric - analytic) <= 2e-2 * abs(analytic) + 1e-6
+
+
+def test_export_records_the_chosen_runtime_optimiser(tiny_run, tmp_path):
+    res = export_run(
+        tiny_run,
+        tmp_path / "a",
+        ExportConfig(batch=2, optimizer="adam", lr=1e-3, steps=7, validate=False),
+    )
+    s4t = res.manifest["s4t"]
+    assert (
+        s4t["optimizer"]["name"] == "adam" and s4t["optimizer"]["lr"] == 1e-3 and s4t["steps"] == 7
+    )
+    from s4t_edge.runtime import Adapter, load
+
+    adapter = Adapter(load(tmp_path / "a"))
+    assert adapter.config.steps == 7
+    assert adapter.optimizer.config.name == "adam" and adapter.optimizer.config.lr == 1e-3
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": -1.0}, {"steps": 0}, {"optimizer": "rmsprop"}])
+def test_bad_runtime_defaults_are_config_errors(kwargs):
+    from s4t_edge.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        ExportConfig(**kwargs)
