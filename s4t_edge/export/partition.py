@@ -104,11 +104,24 @@ def trace_test_time(
         gm = make_fx(fn, decomposition_table=decomposition_table())(image, mask_noise, *theta0)
     finally:
         model.train(was_training)
+    _refuse_mutations(gm)
     replace_resizes(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     task_names = tasks or order["tasks"]
     return TracedStep(gm=gm, theta_names=names, task_names=task_names)
+
+
+def _refuse_mutations(gm: fx.GraphModule) -> None:
+    """In-place ops in the traced graph would be dropped as dead code: refuse them loudly."""
+    for n in gm.graph.nodes:
+        schema = getattr(n.target, "_schema", None)
+        harmless = n.target is torch.ops.aten.detach_.default  # from grad_and_value itself
+        if n.op == "call_function" and schema is not None and schema.is_mutable and not harmless:
+            raise ExportError(
+                f"the traced test-time step contains the in-place op {n.target} (node {n.name}); "
+                "write the model code without in-place tensor updates"
+            )
 
 
 def _classify(gm: fx.GraphModule, n_theta: int) -> dict[fx.Node, str]:

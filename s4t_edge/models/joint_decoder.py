@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from s4t_edge.errors import ConfigError
 from s4t_edge.models.ops import resize_bilinear
@@ -193,8 +194,7 @@ class JointDecoder(nn.Module):
                 f"mask noise must have shape {(n, self.num_tokens)}, got {tuple(noise.shape)}; "
                 "draw it with torch.rand(model.mask_noise_shape(batch))"
             )
-        x = resize_bilinear(x, (self.image_size, self.image_size))
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (N, L, D), row-major tokens
+        x = self.embed_patches(x).flatten(2).transpose(1, 2)  # (N, L, D), row-major tokens
         x = x + self.pos_embed
         perm = permutation_matrix(noise, x.dtype)  # (N, L, L)
         x = torch.matmul(perm[:, : self.len_keep], x)  # kept tokens, (N, K, D)
@@ -209,6 +209,49 @@ class JointDecoder(nn.Module):
             x = blk(x)
         x = self.decoder_pred(self.decoder_norm(x))  # (N, L, p*p*C)
         return self.unpatchify(x)
+
+    def embed_patches(self, x: torch.Tensor) -> torch.Tensor:
+        """patch_embed(resize(x, image_size)), computed without forming the resized map.
+
+        Resizing and the stride-p patch convolution are both linear, so when the resize factor s
+        is an integer dividing p their composition is one convolution on the small map: stride
+        q = p/s, kernel q + 2 over the map padded by one replicated row/column (bilinear clamping
+        at the borders equals replicate padding), with weights W' = W contracted with the
+        interpolation weights of one patch.  Exact up to rounding; the published form (resize
+        256 channels to 256x256 on the paper preset, and its gradient) took most of the step.
+        """
+        h, w = x.shape[-2:]
+        size, p = self.image_size, self.patch_size
+        if (
+            self.fused_embed_disabled
+            or h != w
+            or size % h
+            or p % (size // h)
+            or h // (p // (size // h)) < 3
+        ):
+            return self.patch_embed(resize_bilinear(x, (size, size)))
+        q = p // (size // h)
+        a = self._patch_interp(h, x.dtype, x.device)  # (p, q + 2)
+        weight = torch.einsum("ocuv,ut,vr->octr", self.patch_embed.weight, a, a)
+        x = torch.cat([x[:, :, :1], x, x[:, :, -1:]], dim=2)  # replicate padding as slices:
+        x = torch.cat([x[:, :, :, :1], x, x[:, :, :, -1:]], dim=3)  # plain ops for TensorRT
+        return F.conv2d(x, weight, self.patch_embed.bias, stride=q)
+
+    fused_embed_disabled = False  # set True to run the published resize + patch_embed
+
+    def _patch_interp(self, h: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Bilinear weights from one interior patch's p pixels to its q + 2 padded source rows."""
+        from s4t_edge.models.ops import _interp_matrix_np
+
+        size, p = self.image_size, self.patch_size
+        q = p // (size // h)
+        # Built in numpy: one constant in a traced graph (no in-place ops for tracing to drop).
+        full = _interp_matrix_np(size, h)  # (size, h), clamped at the borders
+        padded = np.zeros((size, h + 2))
+        padded[:, 1:-1] = full
+        i = 1  # an interior patch: its rows never touch the clamped border
+        a = padded[i * p : i * p + p, i * q : i * q + q + 2]
+        return torch.from_numpy(np.ascontiguousarray(a)).to(dtype=dtype, device=device)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
         """(N, L, p*p*C) -> (N, C, S, S), patch pixels in (row, col, channel) order as MAE."""

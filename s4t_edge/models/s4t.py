@@ -119,11 +119,13 @@ class S4TModel(nn.Module):
         """Switch heads and ts_comp to the published fusion (resize all scales, concatenate, 1x1).
 
         Numerically equal to the default factorised form and much slower; benchmarks use it as
-        "the published forward".
+        "the published forward".  Also switches the joint decoder back to the published
+        resize-then-patch-embed (see `JointDecoder.embed_patches`).
         """
         for m in self.modules():
             if isinstance(m, FusedConv1x1):
                 m.reference = bool(enabled)
+        self.joint_decoder.fused_embed_disabled = bool(enabled)
         return self
 
     # ------------------------------------------------------------------ adapters

@@ -290,3 +290,29 @@ def test_traced_gradient_uses_no_untranslatable_backward_ops(tiny, tiny_inputs):
     torch.testing.assert_close(value, ref_value)
     for k in ref_grads:
         torch.testing.assert_close(grads[k], ref_grads[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_fused_patch_embedding_equals_resize_then_patch_embed(preset):
+    """The joint decoder never forms the resized map; the result is the published one."""
+    from s4t_edge.models import DEFAULT_TASKS, build_model
+
+    model = build_model(preset, DEFAULT_TASKS).eval()
+    jd = model.joint_decoder
+    h = model.config.input_size[0] // 4
+    x = torch.randn(2, jd.patch_embed.in_channels, h, h)
+    with torch.no_grad():
+        fused = jd.embed_patches(x)
+        model.use_reference_fusion(True)
+        assert jd.fused_embed_disabled
+        ref = jd.embed_patches(x)
+        model.use_reference_fusion(False)
+    assert fused.shape == ref.shape
+    assert float((fused - ref).abs().max() / ref.abs().max()) < 1e-5
+    # Gradients w.r.t. the patch-embedding weights agree too (scope "all" adapts them).
+    w = jd.patch_embed.weight
+    g_fused = torch.autograd.grad(jd.embed_patches(x).square().sum(), w)[0]
+    jd.fused_embed_disabled = True
+    g_ref = torch.autograd.grad(jd.embed_patches(x).square().sum(), w)[0]
+    jd.fused_embed_disabled = False
+    assert float((g_fused - g_ref).abs().max() / g_ref.abs().max()) < 1e-4
