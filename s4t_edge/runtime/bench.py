@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -219,9 +219,13 @@ class GraphContender(Contender):
         self.session = session
         self.images = images
         self.adapter = Adapter(
-            session, steps=cfg.steps, mode="episodic", optimizer=cfg.optimizer, lr=cfg.lr,
+            session,
+            steps=cfg.steps,
+            mode="episodic",
+            optimizer=cfg.optimizer,
+            lr=cfg.lr,
             seed=cfg.seed,
-        )  # fmt: skip
+        )
         rng = np.random.default_rng(cfg.seed + 1)
         self.x = session.preprocess(images)
         self.noise = session.mask_noise(rng)
@@ -298,9 +302,13 @@ class ReferenceContender(Contender):
         self.fusion = cfg.reference_fusion
         session.model.use_reference_fusion(cfg.reference_fusion == "published")
         self.adapter = Adapter(
-            session, steps=cfg.steps, mode="episodic", optimizer=cfg.optimizer, lr=cfg.lr,
+            session,
+            steps=cfg.steps,
+            mode="episodic",
+            optimizer=cfg.optimizer,
+            lr=cfg.lr,
             seed=cfg.seed,
-        )  # fmt: skip
+        )
         rng = np.random.default_rng(cfg.seed + 1)
         self.x = session.preprocess(images)
         self.noise = session.mask_noise(rng)
@@ -397,16 +405,25 @@ def _time_call(fn: Stage, sync: Callable[[], None]) -> tuple[float, Mapping[str,
 
 
 def time_stages(
-    contenders: Sequence[Contender], rounds: int, warmup: int = 1
+    contenders: Sequence[Contender], rounds: int, warmup: int = 1, switch_pause_s: float = 0.02
 ) -> dict[str, dict[str, list[float]]]:
-    """Interleaved per-stage samples: {contender: {stage: [ms, ...]}} (warm-up rounds dropped)."""
+    """Interleaved per-stage samples: {contender: {stage: [ms, ...]}} (warm-up rounds dropped).
+
+    Stage calls are short, so the thread pool of the contender that ran just before (OpenMP and
+    ONNX Runtime workers spin-wait after their work) would still be holding the cores: each switch
+    pauses `switch_pause_s` and makes one untimed call before the timed ones.
+    """
     samples: dict[str, dict[str, list[float]]] = {c.name: {} for c in contenders}
     for r in range(warmup + rounds):
         order = list(contenders)
         k = r % max(len(order), 1)
         order = order[k:] + order[:k]  # rotate: no contender always runs right after another
         for c in order:
-            for stage, fn in c.stages().items():
+            stages = c.stages()
+            if len(contenders) > 1 and stages:
+                time.sleep(switch_pause_s)
+                _time_call(next(iter(stages.values())), c.sync)
+            for stage, fn in stages.items():
                 ms, inner = _time_call(fn, c.sync)
                 if r < warmup:
                     continue
@@ -601,14 +618,24 @@ def measure(
     cfg: BenchConfig,
     artifact: Any | None = None,
     progress: Callable[[str], None] | None = None,
+    batch: int | None = None,
 ) -> dict[str, Any]:
-    """Time `contenders` interleaved and assemble the bench document (see `run_bench`)."""
+    """Time `contenders` interleaved and assemble the bench document (see `run_bench`).
+
+    Args:
+        contenders: what to time (all in the same rounds).
+        cfg: rounds, steps, memory mode.
+        artifact: the artifact the contenders run (recorded; its batch gives throughput).
+        progress: status lines.
+        batch: images per episode when there is no artifact (scripts timing models directly).
+    """
     say = progress or (lambda msg: None)
     say(f"timing stages ({cfg.stage_repeat} rounds, interleaved)")
     stage_samples = time_stages(contenders, cfg.stage_repeat, warmup=1)
     say(f"timing {cfg.steps}-step episodes ({cfg.warmup} warm-up + {cfg.repeat} rounds)")
     episodes = time_episodes(contenders, cfg.repeat, warmup=cfg.warmup)
-    batch = artifact.batch if artifact is not None else None
+    if artifact is not None:
+        batch = artifact.batch
 
     results: dict[str, dict[str, Any]] = {}
     for c in contenders:
@@ -798,14 +825,18 @@ def format_table(doc: Mapping[str, Any], markdown: bool = False) -> str:
             for name, r in ratios.items()
         ]
         lines += ["", _render(head2, rows2, markdown)]
-    art = doc.get("artifact") or {}
+    art = doc.get("artifact")
     th = doc.get("threads") or {}
+    where = (
+        f"artifact {art.get('preset')} scope {art.get('scope')} batch {art.get('batch')} "
+        f"{art.get('input_size')}; θ {art.get('theta_numel')} values; "
+        if art
+        else ""
+    )
     lines += [
         "",
-        f"median / p90 ms; artifact {art.get('preset')} scope {art.get('scope')} batch "
-        f"{art.get('batch')} {art.get('input_size')}; θ {art.get('theta_numel')} values; "
-        f"threads {th.get('requested') or 'default'} (cpus {th.get('affinity')}, "
-        f"load {th.get('load_avg_1min', float('nan')):.1f}); "
+        f"median / p90 ms; {where}threads {th.get('requested') or 'default'} "
+        f"(cpus {th.get('affinity')}, load {th.get('load_avg_1min', float('nan')):.1f}); "
         f"{doc['config']['repeat']} episodes, {doc['config']['stage_repeat']} stage rounds",
     ]
     return "\n".join(lines)
@@ -816,11 +847,13 @@ def _render(head: list[str], rows: list[list[str]], markdown: bool) -> str:
         out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
         out += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(out)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [
-        fmt.format(*r) for r in rows
-    ])
+    return "\n".join(
+        [fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows]
+    )
 
 
 def write_json(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:

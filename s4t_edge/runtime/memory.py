@@ -212,9 +212,7 @@ def parse_tegrastats(line: str) -> dict[str, Any]:
     temps = {k.lower(): float(v) for k, v in _TEMP.findall(line)}
     if temps:
         out["temp_c"] = temps
-    rails = {
-        name: int(cur) for name, cur, _avg in _RAIL.findall(line) if name not in _NOT_RAILS
-    }
+    rails = {name: int(cur) for name, cur, _avg in _RAIL.findall(line) if name not in _NOT_RAILS}
     if rails:
         out["power_mw"] = rails
     return out
