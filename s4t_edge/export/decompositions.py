@@ -15,8 +15,6 @@ a single ONNX ``Resize`` instead of the gather-based lowering torch.export would
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -111,19 +109,11 @@ def _convolution_backward(
     return grad_input, grad_weight, grad_bias
 
 
-@functools.lru_cache(maxsize=64)
 def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) matrix of PyTorch's bilinear weights along one axis (align_corners=False)."""
-    scale = n_in / n_out
-    a = np.zeros((n_out, n_in), np.float64)
-    for o in range(n_out):
-        src = max((o + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        frac = src - i0
-        a[o, i0] += 1.0 - frac
-        a[o, i1] += frac
-    return a
+    from s4t_edge.models.ops import _interp_matrix_np
+
+    return _interp_matrix_np(n_out, n_in)
 
 
 def _upsample_bilinear2d_backward(
