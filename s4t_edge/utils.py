@@ -32,8 +32,15 @@ def ensure_writable_dir(path: str | os.PathLike[str]) -> Path:
         raise OutputPathError(
             f"cannot create output directory {str(p)!r}: {e.strerror}; choose a writable path"
         ) from None
-    if not os.access(p, os.W_OK):
-        raise OutputPathError(f"output directory {str(p)!r} is not writable; choose another path")
+    # Probe for real: as root, permission bits say nothing (read-only mounts, /proc, ...).
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".s4t-probe-", dir=p)
+    except OSError as e:
+        raise OutputPathError(
+            f"output directory {str(p)!r} is not writable ({e.strerror}); choose another path"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
     return p
 
 
@@ -54,7 +61,12 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Any
     """
     p = Path(path)
     ensure_writable_dir(p.parent if str(p.parent) else Path("."))
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    except OSError as e:
+        raise OutputPathError(
+            f"cannot write {str(p)!r}: {e.strerror}; choose a writable path"
+        ) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -174,3 +174,19 @@ print("OK")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "OK", out.stderr[-2000:]
+
+
+def test_unwritable_json_path_is_one_line_before_any_work(tmp_path, capsys):
+    """As root, permission bits say nothing: the output directory is probed for real."""
+    import pytest
+
+    from s4t_edge.cli.main import main as cli_main
+
+    with pytest.raises(SystemExit) as exc:
+        cli_main(
+            ["adapt", str(tmp_path / "no-artifact"), "--data", "x.npz", "--json", "/proc/out.json"]
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+    assert "/proc" in err  # the output path is checked before the artifact is even opened
