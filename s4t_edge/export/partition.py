@@ -124,7 +124,7 @@ def _refuse_mutations(gm: fx.GraphModule) -> None:
             )
 
 
-def _classify(gm: fx.GraphModule, n_theta: int) -> dict[fx.Node, str]:
+def _classify(gm: fx.GraphModule) -> dict[fx.Node, str]:
     kind: dict[fx.Node, str] = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     # placeholders: image, mask_noise, θ...
@@ -161,20 +161,19 @@ def _needed(outputs: Sequence[fx.Node], stop: set[fx.Node]) -> set[fx.Node]:
     return seen
 
 
-def _cut_for(outputs: Sequence[fx.Node], kind: dict[fx.Node, str]) -> list[fx.Node]:
+def _cut_for(outputs: Sequence[fx.Node], kind: dict[fx.Node, str], topo) -> list[fx.Node]:
     """Frozen nodes that the non-frozen computation of `outputs` consumes (views pushed past)."""
     moved: set[fx.Node] = set()  # frozen view ops recomputed after the cut
     while True:
         consumers: set[fx.Node] = set()
         frozen_or_in = {n for n, k in kind.items() if k == FROZEN and n not in moved}
         needed = _needed(outputs, frozen_or_in)
-        cut: list[fx.Node] = []
         for n in needed:
             if kind[n] == FROZEN and n not in moved:
                 users = [u for u in n.users if u in needed and (kind[u] != FROZEN or u in moved)]
                 if users or n in outputs:
                     consumers.add(n)
-        cut = sorted(consumers, key=_topo_index)
+        cut = sorted(consumers, key=topo)
         changed = False
         for n in cut:
             if (
@@ -187,13 +186,6 @@ def _cut_for(outputs: Sequence[fx.Node], kind: dict[fx.Node, str]) -> list[fx.No
                 changed = True
         if not changed:
             return cut
-
-
-_TOPO: dict[fx.Node, int] = {}
-
-
-def _topo_index(n: fx.Node) -> int:
-    return _TOPO[n]
 
 
 def _subgraph(
@@ -296,11 +288,10 @@ class Partition:
 def partition_traced(traced: TracedStep) -> Partition:
     """Split a traced test-time computation into backbone, step and predict graphs."""
     gm = traced.gm
-    _TOPO.clear()
-    _TOPO.update({n: i for i, n in enumerate(gm.graph.nodes)})
+    topo = {n: i for i, n in enumerate(gm.graph.nodes)}.__getitem__
     n_theta = len(traced.theta_names)
     n_tasks = len(traced.task_names)
-    kind = _classify(gm, n_theta)
+    kind = _classify(gm)
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     outs = list(output_node.args[0])
     step_outs = outs[: 1 + n_tasks + n_theta]
@@ -308,9 +299,9 @@ def partition_traced(traced: TracedStep) -> Partition:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     image_ph, noise_ph, theta_ph = placeholders[0], placeholders[1], placeholders[2:]
 
-    step_cut = _cut_for(step_outs, kind)
-    pred_cut = _cut_for(pred_outs, kind)
-    all_cut = sorted(set(step_cut) | set(pred_cut), key=_topo_index)
+    step_cut = _cut_for(step_outs, kind, topo)
+    pred_cut = _cut_for(pred_outs, kind, topo)
+    all_cut = sorted(set(step_cut) | set(pred_cut), key=topo)
     # With θ at the very input (scope "all") the cut is the image itself: the backbone graph is
     # then an identity and every step recomputes the whole network, as the published protocol does.
     names = {n: ("cut/image" if n is image_ph else f"cut/{n.name}") for n in all_cut}
@@ -325,9 +316,6 @@ def partition_traced(traced: TracedStep) -> Partition:
     predict = _subgraph(gm, [(names[n], n) for n in pred_cut] + pred_theta, pred_outs)
 
     shapes = {names[n]: tuple(n.meta["val"].shape) for n in all_cut}
-    source = {
-        nm: p.meta["val"].detach().clone() if False else None for nm, p in theta_in
-    }  # filled by the caller (meta values are fake tensors)
     return Partition(
         backbone_gm=backbone,
         step_gm=step,
@@ -339,7 +327,7 @@ def partition_traced(traced: TracedStep) -> Partition:
         predict_cut=[names[n] for n in pred_cut],
         predict_theta=[nm for nm, _ in pred_theta],
         cut_shapes=shapes,
-        source=source,
+        source={},  # filled by build_partition from the model's parameters
         frozen_ops=sum(1 for n, k in kind.items() if k == FROZEN and n.op == "call_function"),
         live_ops=sum(1 for n, k in kind.items() if k == LIVE and n.op == "call_function"),
     )
