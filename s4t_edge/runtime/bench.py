@@ -205,6 +205,17 @@ class Contender:
         return None
 
 
+def _episode_setup(session: Any, images: np.ndarray, cfg: BenchConfig) -> tuple[Any, Any, Any]:
+    """The episodic Adapter, preprocessed batch and one mask noise every contender times with."""
+    from s4t_edge.runtime.adapter import Adapter
+
+    adapter = Adapter(
+        session, steps=cfg.steps, mode="episodic", optimizer=cfg.optimizer, lr=cfg.lr, seed=cfg.seed
+    )
+    rng = np.random.default_rng(cfg.seed + 1)
+    return adapter, session.preprocess(images), session.mask_noise(rng)
+
+
 class GraphContender(Contender):
     """A θ backend (onnxruntime, torch, tensorrt, …) through `Session` and `Adapter`."""
 
@@ -212,23 +223,12 @@ class GraphContender(Contender):
     isolatable = True
 
     def __init__(self, name: str, session: Any, images: np.ndarray, cfg: BenchConfig) -> None:
-        from s4t_edge.runtime.adapter import Adapter
         from s4t_edge.runtime.optim import make_optimizer
 
         self.name = name
         self.session = session
         self.images = images
-        self.adapter = Adapter(
-            session,
-            steps=cfg.steps,
-            mode="episodic",
-            optimizer=cfg.optimizer,
-            lr=cfg.lr,
-            seed=cfg.seed,
-        )
-        rng = np.random.default_rng(cfg.seed + 1)
-        self.x = session.preprocess(images)
-        self.noise = session.mask_noise(rng)
+        self.adapter, self.x, self.noise = _episode_setup(session, images, cfg)
         self.theta = session.source_theta()
         self.cut = session.backbone(self.x)
         self.grads = session.step(self.cut, self.theta, self.noise).grads
@@ -294,24 +294,13 @@ class ReferenceContender(Contender):
     isolatable = True
 
     def __init__(self, session: Any, images: np.ndarray, cfg: BenchConfig) -> None:
-        from s4t_edge.runtime.adapter import Adapter
 
         self.name = REFERENCE
         self.session = session
         self.images = images
         self.fusion = cfg.reference_fusion
         session.model.use_reference_fusion(cfg.reference_fusion == "published")
-        self.adapter = Adapter(
-            session,
-            steps=cfg.steps,
-            mode="episodic",
-            optimizer=cfg.optimizer,
-            lr=cfg.lr,
-            seed=cfg.seed,
-        )
-        rng = np.random.default_rng(cfg.seed + 1)
-        self.x = session.preprocess(images)
-        self.noise = session.mask_noise(rng)
+        self.adapter, self.x, self.noise = _episode_setup(session, images, cfg)
         if str(session.device).startswith("cuda"):
             import torch
 
