@@ -59,7 +59,33 @@ def prepare_images(artifact: Artifact, images: np.ndarray) -> np.ndarray:
     )
 
 
-class Session:
+class ArtifactViews:
+    """What every session (graph backends and the reference protocol) reads off its artifact."""
+
+    artifact: Artifact
+
+    @property
+    def batch(self) -> int:
+        return self.artifact.batch
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.artifact.input_size
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.artifact.task_names
+
+    def mask_noise(self, rng: np.random.Generator) -> np.ndarray:
+        """Uniform [0, 1) mask noise of the artifact's static shape from `rng`."""
+        return rng.random(self.artifact.mask_noise.shape, dtype=np.float32)
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC frames -> normalised float32 NCHW; float NCHW input is passed through."""
+        return prepare_images(self.artifact, images)
+
+
+class Session(ArtifactViews):
     """An artifact run by one backend: backbone / step / predict over arrays, plus helpers."""
 
     def __init__(self, artifact: Artifact, backend: Backend) -> None:
@@ -87,31 +113,11 @@ class Session:
         return self.backend.predict(cut, theta)
 
     # ------------------------------------------------------------------ helpers
-    @property
-    def batch(self) -> int:
-        return self.artifact.batch
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.artifact.input_size
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self.artifact.task_names
-
     def source_theta(self) -> dict[str, np.ndarray]:
         """A fresh copy of the exported θ (read and checked once, then copied from memory)."""
         if self._source_theta is None:
             self._source_theta = self.artifact.load_theta()
         return {k: np.array(v, dtype=np.float32, copy=True) for k, v in self._source_theta.items()}
-
-    def mask_noise(self, rng: np.random.Generator) -> np.ndarray:
-        """Uniform [0, 1) mask noise of the artifact's static shape from `rng`."""
-        return rng.random(self.artifact.mask_noise.shape, dtype=np.float32)
-
-    def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """uint8 NHWC frames -> normalised float32 NCHW; float NCHW input is passed through."""
-        return prepare_images(self.artifact, images)
 
     def check_image(self, image: np.ndarray) -> np.ndarray:
         """Exact static shape and float32, or a one-line error saying what to change."""

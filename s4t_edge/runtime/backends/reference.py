@@ -33,6 +33,7 @@ from s4t_edge.runtime.backends.torch_backend import (
     source_run_dir,
 )
 from s4t_edge.runtime.optim import OptimizerConfig
+from s4t_edge.runtime.session import ArtifactViews
 
 PREDICT_BN = ("running", "batch")
 
@@ -48,7 +49,7 @@ class ReferenceResult:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-class ReferenceSession:
+class ReferenceSession(ArtifactViews):
     """The published protocol behind the same `load(...)` entry point.
 
     Args:
@@ -103,25 +104,7 @@ class ReferenceSession:
         self.reset()
 
     # --------------------------------------------------------------- session-like helpers
-    @property
-    def batch(self) -> int:
-        return self.artifact.batch
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.artifact.input_size
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return self.artifact.task_names
-
-    def preprocess(self, images: np.ndarray) -> np.ndarray:
-        from s4t_edge.runtime.session import prepare_images
-
-        return prepare_images(self.artifact, images)
-
-    def mask_noise(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.random(self.artifact.mask_noise.shape, dtype=np.float32)
+    # batch, input_size, tasks, preprocess and mask_noise come from ArtifactViews.
 
     def describe(self) -> dict[str, Any]:
         return {
