@@ -193,25 +193,6 @@ def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any
             log(f"  traced in {time.perf_counter() - t:.1f} s")
         return partitions[scope]
 
-    def on_device(gm: Any) -> Any:
-        """A device copy of a traced graph.
-
-        `gm.to(dev)` moves the constants but not the ``device=cpu`` that tracing on the CPU baked
-        into factory ops (arange, full, scalar_tensor, _to_copy) of the step graph: without the
-        rewrite those tensors stay on the CPU and the step fails on any other device (checked on
-        the meta device: "Tensor on device cpu is not on the expected device").
-        """
-        gm = copy.deepcopy(gm).to(dev)
-        for key, value in list(vars(gm).items()):
-            if isinstance(value, torch.Tensor) and value.device != dev:
-                setattr(gm, key, value.to(dev))
-        for node in gm.graph.nodes:
-            d = node.kwargs.get("device") if node.op == "call_function" else None
-            if d is not None and torch.device(d) != dev:
-                node.kwargs = {**node.kwargs, "device": dev}
-        gm.recompile()
-        return gm
-
     class Partition(Contender):
         """θ on the device; K steps without a host synchronisation."""
 
@@ -223,11 +204,8 @@ def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any
             self.name += "+fp16" if fp16 else ""
             self.torch_cuda = cuda
             part = partition(scope)
-            self.p = copy.copy(part)
-            self.p.backbone_gm = on_device(part.backbone_gm)
-            self.p.step_gm = on_device(part.step_gm)
-            self.p.predict_gm = on_device(part.predict_gm)
-            self.src = {k: v.to(dev) for k, v in part.source.items()}
+            self.p = part.to(dev)  # also moves the device=cpu that tracing baked into the graphs
+            self.src = self.p.source
             self.theta = {k: v.clone() for k, v in self.src.items()}
             self.x = x_cpu.to(dev)
             self.noise = torch.rand(noise_shape, device=dev)

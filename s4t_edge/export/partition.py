@@ -10,8 +10,9 @@ stage really leaves stages 1-3 in the backbone graph, run once per batch.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.fx as fx
@@ -220,6 +221,27 @@ def _subgraph(
     return sub
 
 
+def graph_to_device(gm: fx.GraphModule, device: torch.device) -> fx.GraphModule:
+    """A copy of a traced graph that runs on `device`.
+
+    ``gm.to(device)`` moves parameters and buffers only. Tracing on the CPU also bakes
+    ``device=cpu`` into the factory ops of the step graph (arange, full, scalar_tensor,
+    _to_copy) and leaves plain tensor attributes (lifted constants) behind; both are moved here,
+    or the step fails on any other device with "Tensor on device cpu is not on the expected
+    device".
+    """
+    gm = copy.deepcopy(gm).to(device)
+    for key, value in list(vars(gm).items()):
+        if isinstance(value, torch.Tensor) and value.device != device:
+            setattr(gm, key, value.to(device))
+    for node in gm.graph.nodes:
+        d = node.kwargs.get("device") if node.op == "call_function" else None
+        if d is not None and torch.device(d) != device:
+            node.kwargs = {**node.kwargs, "device": device}
+    gm.recompile()
+    return gm
+
+
 def _py_name(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name)
 
@@ -272,6 +294,17 @@ class Partition:
 
     def source_theta(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.source.items()}
+
+    def to(self, device: str | torch.device) -> Partition:
+        """A copy of the partition whose three graphs and source θ live on `device`."""
+        dev = torch.device(device)
+        return replace(
+            self,
+            backbone_gm=graph_to_device(self.backbone_gm, dev),
+            step_gm=graph_to_device(self.step_gm, dev),
+            predict_gm=graph_to_device(self.predict_gm, dev),
+            source={k: v.to(dev) for k, v in self.source.items()},
+        )
 
     # -- names for the ONNX graphs ---------------------------------------------------------
     def step_io(self) -> tuple[list[str], list[str]]:

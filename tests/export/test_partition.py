@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -125,3 +127,36 @@ def test_running_bn_stats_differ_from_batch_stats():
     b = build_partition(model, "norm@backbone.layer4", 2, "batch")
     pb = b.predict(b.backbone(x), b.source_theta())
     assert not torch.allclose(pa["depth"], pb["depth"], atol=1e-3)
+
+
+def test_partition_moves_every_tensor_the_trace_baked_onto_the_cpu():
+    # The meta device stands in for CUDA: any tensor left on the CPU fails the step there.
+    model, x, noise = _inputs()
+    part = build_partition(model, "norm@backbone.layer4+norm@joint_decoder", 2, "batch")
+    baked = [
+        n
+        for n in part.step_gm.graph.nodes
+        if n.op == "call_function" and n.kwargs.get("device") == torch.device("cpu")
+    ]
+    assert baked, "the step graph no longer bakes a device in; this test checks nothing"
+    # gm.to() alone is not enough: a baked _to_copy(device=cpu) pulls meta data back to the CPU
+    with pytest.raises(RuntimeError, match="device|meta tensor"):
+        naive = {k: v.to("meta") for k, v in part.source.items()}
+        gm = copy.deepcopy(part.step_gm).to("meta")
+        cut = {k: v.to("meta") for k, v in part.backbone(x).items()}
+        args = [cut[n] for n in part.step_cut] + [naive[n] for n in part.theta_names]
+        gm(*args, noise.to("meta"))
+
+    meta = part.to("meta")
+    assert part.step_gm.graph is not meta.step_gm.graph  # the original still runs on the CPU
+    cut = meta.backbone(x.to("meta"))
+    loss, parts, grads = meta.step(cut, meta.source_theta(), noise.to("meta"))
+    preds = meta.predict(cut, meta.source_theta())
+    outs = [loss, *parts.values(), *grads.values(), *preds.values()]
+    assert all(t.device.type == "meta" for t in outs)
+    assert {k: tuple(v.shape) for k, v in grads.items()} == {
+        k: tuple(v.shape) for k, v in part.source.items()
+    }
+    # and the CPU original is untouched
+    cpu_loss = part.step(part.backbone(x), part.source_theta(), noise)[0]
+    assert torch.isfinite(cpu_loss)

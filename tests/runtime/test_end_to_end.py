@@ -76,6 +76,23 @@ def test_onnxruntime_and_torch_follow_the_same_trajectory(sessions, images, lr) 
         assert np.abs(ra.predictions[t] - rb.predictions[t]).max() <= 1e-4 * scale
 
 
+@pytest.mark.gpu
+def test_torch_backend_on_cuda_follows_the_cpu_trajectory(sessions, exported, images) -> None:
+    from s4t_edge.runtime import Adapter, load
+
+    _, art = exported
+    cuda = load(art, backend="torch", device="cuda")
+    assert cuda.backend.describe()["device"].startswith("cuda")
+    ref = Adapter(sessions["onnxruntime"], steps=40, seed=0, lr=0.05).adapt(images[:2])
+    a = Adapter(cuda, steps=40, seed=0, lr=0.05)
+    got = a.adapt(images[:2])
+    # cuDNN may pick other algorithms than the CPU: a looser bound than CPU-vs-CPU
+    np.testing.assert_allclose(got.loss_trace, ref.loss_trace, rtol=1e-3)
+    for t in ref.predictions:
+        scale = np.abs(ref.predictions[t]).max()
+        assert np.abs(got.predictions[t] - ref.predictions[t]).max() <= 1e-3 * scale
+
+
 def test_reference_protocol(exported, images) -> None:
     from s4t_edge.runtime import Adapter, load
 

@@ -109,9 +109,7 @@ class TorchBackend(Backend):
                 f"the partition rebuilt from {str(run_dir)!r} cuts the model elsewhere than the "
                 "artifact; re-export it with this version of s4t-edge"
             )
-        for gm in (part.backbone_gm, part.step_gm, part.predict_gm):
-            gm.to(self.device)
-        self.part = part
+        self.part = part.to(self.device)
         self.run_dir = run_dir
 
     @staticmethod
