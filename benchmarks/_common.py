@@ -116,6 +116,19 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_")
 
 
+def exporter_code_sha256() -> str:
+    """One hash over the sources that decide what an export contains (model and exporter): an
+    artifact cached by an older checkout is rebuilt, not measured."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for sub in ("models", "export"):
+        for f in sorted((REPO / "s4t_edge" / sub).rglob("*.py")):
+            h.update(f.relative_to(REPO).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def ensure_artifact(run_dir: Path, out: Path, export_cfg: Any) -> Path:
     """Export `run_dir` with `export_cfg` into `out` unless an identical export is cached there."""
     from s4t_edge.export import export_run
@@ -125,6 +138,7 @@ def ensure_artifact(run_dir: Path, out: Path, export_cfg: Any) -> Path:
         "run": str(run_dir),
         "weights_sha256": _sha256(run_dir / "model.safetensors"),
         "export": asdict(export_cfg),
+        "code_sha256": exporter_code_sha256(),
     }
     if (out / "manifest.json").is_file() and stamp_path.is_file():
         if json.loads(stamp_path.read_text()) == json.loads(json.dumps(stamp)):
