@@ -66,6 +66,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=240.0, help="skip optional parts past this")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (dry runs)")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or RESULTS / "gpu"))
+    p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     p.add_argument(
         "--check",
         action="store_true",
@@ -76,9 +77,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- contenders
-def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any], Any]:
+def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any], Any, Any]:
     """Factories (name -> () -> Contender) sharing one CPU model; built lazily so the memory phase
-    can build each alone."""
+    can build each alone.  Also returns `trace_all`, which traces every partition on the host up
+    front (the counterpart of the shared model: not part of any contender's memory)."""
     from s4t_edge.export.partition import build_partition
     from s4t_edge.models import DEFAULT_TASKS, build_model
     from s4t_edge.runtime.bench import PUBLISHED_FORWARD, REFERENCE, Contender
@@ -376,15 +378,24 @@ def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any
                 )
         if i == 0 and not args.no_host_theta:
             factories[f"torch-backend[{scope}]"] = lambda s=scope: HostTheta(s)
-    return factories, model
+
+    def trace_all() -> None:
+        for scope in scopes:
+            partition(scope)
+
+    return factories, model, trace_all
 
 
 # --------------------------------------------------------------------------- memory
-def isolated_device_memory(factories: dict[str, Any], torch: Any, dev: Any) -> dict[str, Any]:
+def isolated_device_memory(
+    factories: dict[str, Any], torch: Any, dev: Any, argv: list[str]
+) -> dict[str, Any]:
     """Peak device memory of each contender built alone: weights + buffers + the episode."""
     out: dict[str, Any] = {}
+    if dev.type == "cpu":
+        return {name: cpu_memory_in_child(name, argv) for name in factories}
     if dev.type != "cuda":
-        return {name: {"note": "device memory is measured on CUDA only"} for name in factories}
+        return {name: {"note": "memory is measured on CUDA and CPU only"} for name in factories}
     for name, make in factories.items():
         gc.collect()
         torch.cuda.empty_cache()
@@ -408,30 +419,81 @@ def isolated_device_memory(factories: dict[str, Any], torch: Any, dev: Any) -> d
     return out
 
 
+def cpu_memory_in_child(name: str, argv: list[str]) -> dict[str, Any]:
+    """The CPU counterpart of the CUDA figure: one child process per contender (RSS peaks are per
+    process) run with this run's arguments, 2-step episodes (the peak does not grow with K)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--steps", "2"]
+    cmd += ["--memory-probe", name]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"error": "memory probe timed out"}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        return {"error": f"memory probe failed: {(done.stderr or '').strip()[-300:]}"}
+    return json.loads(lines[-1])
+
+
+def memory_probe(factories: dict[str, Any], name: str) -> dict[str, Any]:
+    """Child side: RSS before the contender is built, then the peak of its second episode
+    (VmHWM reset after the first, so tracing transients are not counted)."""
+    import ctypes
+
+    from s4t_edge.runtime.memory import current_rss, peak_rss, reset_peak_rss
+
+    def settle() -> int:
+        gc.collect()
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back, so RSS is live data
+        return int(current_rss() or 0)
+
+    base = settle()
+    c = factories[name]()
+    c.episode()
+    held = settle() - base
+    if not reset_peak_rss():
+        return {"error": "cannot reset the RSS peak here (/proc/self/clear_refs)"}
+    c.episode()
+    peak = int(peak_rss() or 0) - base
+    return {"peak_bytes": peak, "resident_bytes": held, "method": "RSS (VmHWM), own process"}
+
+
 def _err(e: BaseException) -> str:
     msg = str(e).strip().splitlines()
     return f"{type(e).__name__}: {msg[0][:300] if msg else ''}"
 
 
 # --------------------------------------------------------------------------- report
+def torch_threads(doc: dict[str, Any]) -> Any:
+    th = doc.get("threads") or {}
+    return th.get("torch_threads") or th.get("requested") or "default"
+
+
 def to_markdown(doc: dict[str, Any]) -> str:
     from s4t_edge.runtime.bench import PUBLISHED_FORWARD, REFERENCE
+    from s4t_edge.runtime.memory import format_bytes
 
     env = doc["env"]
     res = doc["results"]
     mem = doc.get("device_memory", {})
+    on_cpu = doc.get("device") == "cpu"
+    where = "CPU (a proxy: the targets are for a GPU)" if on_cpu else env.get("gpu", "?")
     lines = [
-        f"## GPU benchmark: `{doc['preset']}` on {env.get('gpu', '?')}",
+        f"## `{doc['preset']}` on {where}",
         "",
         f"Generated by `python benchmarks/run_gpu.py` ({doc['created']}, {doc['seconds']:.0f} s): "
         f"batch {doc['batch']}, {doc['input_size'][0]}×{doc['input_size'][1]}, K = "
-        f"{doc['config']['steps']}, torch {env.get('torch')} (CUDA {env.get('torch_cuda')}), "
-        f"fp32 unless marked; median / p90 ms over {doc['config']['stage_repeat']} stage rounds "
+        f"{doc['config']['steps']}, torch {env.get('torch')}"
+        + (f", {torch_threads(doc)} threads, " if on_cpu else f" (CUDA {env.get('torch_cuda')}), ")
+        + f"fp32 unless marked; median / p90 ms over {doc['config']['stage_repeat']} stage rounds "
         f"and {doc['config']['repeat']} episodes, all contenders interleaved.",
         "",
     ]
     head = ["contender", "backbone", "step (+update)", "predict", "image→outputs", "episode"]
-    head += ["peak device memory (alone)"]
+    head += ["peak RSS (alone, own process)" if on_cpu else "peak device memory (alone)"]
     rows = []
     for name, r in res.items():
         st = r.get("stages", {})
@@ -445,7 +507,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
             step += f" (+{st['update']['median_ms']:.2f})"
         ep = r.get("episode") or {}
         m = mem.get(name, {})
-        peak = f"{m['peak_bytes'] / 2**30:.2f} GiB" if "peak_bytes" in m else m.get("error", "-")
+        peak = format_bytes(m["peak_bytes"]) if "peak_bytes" in m else m.get("error", "-")
         inference = ms("forward") if name == PUBLISHED_FORWARD else ms("inference")
         predict = ms("predict_published_fusion") if name == PUBLISHED_FORWARD else ms("predict")
         rows.append([
@@ -507,7 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{args.preset} batch {args.batch} on {dev} (torch {torch.__version__})")
     if args.check:
         args.no_host_theta = args.no_host_theta or dev.type == "meta"  # it reads values back
-    factories, model = make_contenders(args, torch)
+    factories, model, trace_all = make_contenders(args, torch)
+    if args.memory_probe:
+        import json
+
+        trace_all()  # host-side, like the shared model; also imports what tracing needs
+        print(json.dumps(memory_probe(factories, args.memory_probe)))
+        return 0
     if args.check:
         failed = 0
         for name, make in factories.items():
@@ -550,9 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     del contenders
     gc.collect()
     if time.time() - t0 < args.budget_s:
-        log("device memory, one contender at a time")
+        log("peak memory, one contender at a time")
         doc["device_memory"] = isolated_device_memory(
-            {k: v for k, v in factories.items() if k in built}, torch, dev
+            {k: v for k, v in factories.items() if k in built},
+            torch,
+            dev,
+            sys.argv[1:] if argv is None else list(argv),
         )
     else:
         errors["device_memory"] = "skipped: time budget"
@@ -564,6 +635,7 @@ def main(argv: list[str] | None = None) -> int:
         env["allow_tf32_cudnn"] = str(torch.backends.cudnn.allow_tf32)
     doc.update(
         preset=args.preset,
+        device=dev.type,
         batch=args.batch,
         input_size=list(model.config.input_size),
         env=env,
