@@ -140,11 +140,11 @@ def test_partition_moves_every_tensor_the_trace_baked_onto_the_cpu():
     ]
     assert baked, "the step graph no longer bakes a device in; this test checks nothing"
     # gm.to() alone is not enough: a baked _to_copy(device=cpu) pulls meta data back to the CPU
+    naive = {k: v.to("meta") for k, v in part.source.items()}
+    gm = copy.deepcopy(part.step_gm).to("meta")
+    cut = {k: v.to("meta") for k, v in part.backbone(x).items()}
+    args = [cut[n] for n in part.step_cut] + [naive[n] for n in part.theta_names]
     with pytest.raises(RuntimeError, match="device|meta tensor"):
-        naive = {k: v.to("meta") for k, v in part.source.items()}
-        gm = copy.deepcopy(part.step_gm).to("meta")
-        cut = {k: v.to("meta") for k, v in part.backbone(x).items()}
-        args = [cut[n] for n in part.step_cut] + [naive[n] for n in part.theta_names]
         gm(*args, noise.to("meta"))
 
     meta = part.to("meta")

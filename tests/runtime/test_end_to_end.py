@@ -78,14 +78,20 @@ def test_onnxruntime_and_torch_follow_the_same_trajectory(sessions, images, lr) 
 
 @pytest.mark.gpu
 def test_torch_backend_on_cuda_follows_the_cpu_trajectory(sessions, exported, images) -> None:
+    import torch
+
     from s4t_edge.runtime import Adapter, load
 
     _, art = exported
     cuda = load(art, backend="torch", device="cuda")
     assert cuda.backend.describe()["device"].startswith("cuda")
     ref = Adapter(sessions["onnxruntime"], steps=40, seed=0, lr=0.05).adapt(images[:2])
-    a = Adapter(cuda, steps=40, seed=0, lr=0.05)
-    got = a.adapt(images[:2])
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False  # fp32 here
+    try:
+        got = Adapter(cuda, steps=40, seed=0, lr=0.05).adapt(images[:2])
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     # cuDNN may pick other algorithms than the CPU: a looser bound than CPU-vs-CPU
     np.testing.assert_allclose(got.loss_trace, ref.loss_trace, rtol=1e-3)
     for t in ref.predictions:
