@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s4t_edge.cli.main import main
 from s4t_edge.data import Dataset, save_dataset
 from s4t_edge.runtime.testing import build_toy_artifact
+from tests.cli.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +27,6 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     data = save_dataset(root / "data.npz", ds)
     return art, Path(data)
-
-
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_adapt_writes_json_report_and_theta(toy, tmp_path: Path, capsys) -> None:

@@ -9,23 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from s4t_edge.cli.main import main
 from s4t_edge.runtime.testing import build_toy_artifact
+from tests.cli.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_toy_artifact(tmp_path_factory.mktemp("bench") / "art", steps=3)
-
-
-def run_cli(capsys, *args: object) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_bench_writes_json_and_markdown_and_prints_a_table(toy, tmp_path: Path, capsys) -> None:
