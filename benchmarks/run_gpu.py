@@ -390,7 +390,8 @@ def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any
 def isolated_device_memory(
     factories: dict[str, Any], torch: Any, dev: Any, argv: list[str]
 ) -> dict[str, Any]:
-    """Peak device memory of each contender built alone: weights + buffers + the episode."""
+    """Peak memory of each contender built alone: weights + buffers + the episode (CUDA allocator
+    peak on a GPU, per-process RSS on a CPU)."""
     out: dict[str, Any] = {}
     if dev.type == "cpu":
         return {name: cpu_memory_in_child(name, argv) for name in factories}
