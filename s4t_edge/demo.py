@@ -49,13 +49,31 @@ class DemoConfig:
     report: bool = True  # write per-shift reports with figures
 
     def __post_init__(self) -> None:
+        """Every setting is checked here, before minutes of training, not when it is used."""
         from s4t_edge.data import DOMAINS
+        from s4t_edge.runtime.adapter import AdaptConfig
+        from s4t_edge.runtime.backends import backend_names
+        from s4t_edge.runtime.optim import OptimizerConfig
 
         bad = [s for s in self.shifts if s not in DOMAINS]
         if bad:
             raise ConfigError(
                 f"unknown shift {bad[0]!r}; choose from {', '.join(d for d in DOMAINS if d != 'source')}"
             )
+        if self.backend not in backend_names():
+            raise ConfigError(
+                f"unknown backend {self.backend!r}; choose one of {', '.join(backend_names())}"
+            )
+        AdaptConfig(steps=self.steps, mode=self.mode)  # range of --steps, name of --mode
+        OptimizerConfig(name=self.optimizer, lr=self.lr)
+        for name in ("n_train", "n_eval", "size", "batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"demo {name} must be a positive integer, got {v!r}")
+        if self.train_steps is not None:
+            from s4t_edge.train.config import TrainConfig
+
+            TrainConfig(steps=self.train_steps)
 
 
 @dataclass

@@ -4,6 +4,8 @@ before/after.  A thin shell over `s4t_edge.runtime` (no torch unless --backend t
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 
 import click
@@ -89,6 +91,13 @@ from s4t_edge.errors import ConfigError
     default=None,
     help="Save the final adapted θ (safetensors, atomic, sha256 in its metadata).",
 )
+@click.option(
+    "--max-drift",
+    type=float,
+    default=None,
+    help="Drift guard: reset θ to the source when ||θ - θ_src|| / ||θ_src|| exceeds this after "
+    "a batch (online mode over hours; off by default).",
+)
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact files.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def command(
@@ -110,6 +119,7 @@ def command(
     json_path: Path,
     report_dir: Path | None,
     save_theta: Path | None,
+    max_drift: float | None,
     no_verify: bool,
     quiet: bool,
 ) -> None:
@@ -128,6 +138,7 @@ def command(
       s4t-edge adapt art/ --data fog.npz --backend reference --source runs/tiny --json ref.json
     """
     from s4t_edge.data import load_dataset
+    from s4t_edge.outputs import protect
     from s4t_edge.runtime import Adapter, backend_names, load
     from s4t_edge.runtime.evaluate import adapt_dataset
     from s4t_edge.utils import ensure_writable_dir, ensure_writable_file, write_json
@@ -138,18 +149,39 @@ def command(
         raise BackendError(
             f"unknown backend {backend!r}; choose one of {', '.join(backend_names())}"
         )
-    if steps is not None and steps < 0:
-        raise ConfigError(f"--steps must be >= 0, got {steps}")
+    from s4t_edge.runtime.adapter import AdaptConfig
+
+    # every option is checked before any data, model or output is touched
+    AdaptConfig(
+        steps=steps,
+        mode=mode,
+        reset_every=reset_every,
+        seed=seed,
+        loss_guard=loss_guard or None,
+        max_drift=max_drift,
+    )
+    if lr is not None and not (lr >= 0 and math.isfinite(lr)):
+        raise ConfigError(f"--lr must be a finite number >= 0, got {lr}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1 image, got {limit}")
     if save_theta is not None and backend == "reference":
         raise ConfigError(
             "--save-theta needs a θ backend: the reference protocol adapts every parameter"
         )
+    protect(artifact, "the artifact directory")
+    protect(data_path, "--data")
+    protect(source, "the --source run directory")
     # outputs are checked before any slow work
-    ensure_writable_file(json_path)
+    ensure_writable_file(json_path, "--json")
     if save_theta is not None:
-        ensure_writable_file(save_theta)
+        ensure_writable_file(save_theta, "--save-theta")
     if report_dir is not None:
-        ensure_writable_dir(report_dir)
+        ensure_writable_dir(report_dir, "--report")
+    outs = [p for p in (json_path, save_theta) if p is not None]
+    for i, a in enumerate(outs):
+        for b in outs[i + 1 :]:
+            if os.path.realpath(a) == os.path.realpath(b):
+                raise ConfigError(f"--json and --save-theta are the same file {str(a)!r}")
 
     options: dict[str, object] = {}
     if backend == "onnxruntime":
@@ -166,7 +198,7 @@ def command(
     elif source is not None:
         raise ConfigError(f"--source applies to the torch and reference backends, not {backend}")
 
-    ds = load_dataset(data_path)
+    ds = load_dataset(data_path, limit=limit)
     session = load(artifact, backend=backend, verify=not no_verify, **options)
     if batch_size is not None and batch_size != session.batch:
         raise ConfigError(
@@ -182,6 +214,7 @@ def command(
         lr=lr,
         seed=seed,
         loss_guard=loss_guard or None,
+        max_drift=max_drift,
     )
     result = adapt_dataset(adapter, ds, progress=not quiet, limit=limit)
     payload = result.to_json()

@@ -137,6 +137,7 @@ def command(
       s4t-edge bench art/ --steps 40 --json bench.json
       s4t-edge bench art/ --backend onnxruntime,torch --source runs/tiny --threads 1 --json b.json
     """
+    from s4t_edge.outputs import protect
     from s4t_edge.runtime.backends import backend_names
     from s4t_edge.runtime.bench import BenchConfig, format_table, run_bench, write_json
     from s4t_edge.utils import atomic_write, ensure_writable_file
@@ -171,9 +172,12 @@ def command(
         memory=memory,
         reference_fusion=reference_fusion,
     )
-    for p in (json_path, md_path):
+    protect(artifact, "the artifact directory")
+    protect(source, "the --source run directory")
+    protect(data, "--data")
+    for p, what in ((json_path, "--json"), (md_path, "--markdown")):
         if p is not None:
-            ensure_writable_file(p)  # before minutes of timing, not after
+            ensure_writable_file(p, what)  # before minutes of timing, not after
 
     def say(msg: str) -> None:
         if not quiet:

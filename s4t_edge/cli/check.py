@@ -10,7 +10,13 @@ import click
 @click.option(
     "--no-parity", is_flag=True, help="Skip running the graphs (structure and hashes only)."
 )
-def command(artifact: str, no_parity: bool) -> None:
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also require a valid manifest signature made with this key [$S4T_EDGE_KEY_FILE].",
+)
+def command(artifact: str, no_parity: bool, key_file: str | None) -> None:
     """Check ARTIFACT: every file's sha256, onnx.checker, θ only as inputs, the TensorRT 10.3
     restrictions, and ONNX Runtime against the stored PyTorch references (needs no torch).
 
@@ -18,8 +24,9 @@ def command(artifact: str, no_parity: bool) -> None:
     """
     from s4t_edge.errors import ArtifactError
     from s4t_edge.export.validate import run_checks
+    from s4t_edge.runtime.signing import resolve_key
 
-    report = run_checks(artifact, parity=not no_parity)
+    report = run_checks(artifact, parity=not no_parity, key=resolve_key(key_file))
     if not report.ok:
         err = ArtifactError(f"check failed: {report.first_failure()}")
         err.exit_code = 1

@@ -10,7 +10,11 @@ import click
 import numpy as np
 
 from s4t_edge.data import DOMAINS, get_domain, load_dataset, save_dataset, synth
-from s4t_edge.data.dataset import check_output_path
+from s4t_edge.data.dataset import available_memory, check_output_path
+from s4t_edge.errors import ConfigError, OutputPathError
+
+# image RGB + semseg + depth float32 + normals 3 x float32 + edge, per pixel
+_BYTES_PER_PIXEL = 3 + 1 + 4 + 12 + 1
 
 
 @click.group("data")
@@ -37,7 +41,10 @@ def command() -> None:
 @click.option(
     "--compress", is_flag=True, help="Deflate the arrays (about 3x smaller, slower to write)."
 )
-def synth_command(domain: str, n: int, size: int, seed: int, out: str, compress: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def synth_command(
+    domain: str, n: int, size: int, seed: int, out: str, compress: bool, overwrite: bool
+) -> None:
     """Render N labelled room scenes of one domain and save them as FILE.npz.
 
     Image i depends only on (SEED, i), and every domain shares the labels of a seed, so
@@ -47,6 +54,18 @@ def synth_command(domain: str, n: int, size: int, seed: int, out: str, compress:
 
     get_domain(domain)  # fail on a bad name before any work
     check_output_path(out)
+    if os.path.lexists(out) and not overwrite:
+        raise OutputPathError(
+            f"{out!r} exists; pass --overwrite to replace it or choose another --out"
+        )
+    if n >= 1 and size >= 1:
+        need = n * size * size * _BYTES_PER_PIXEL
+        avail = available_memory()
+        if avail is not None and need > 0.8 * avail:
+            raise ConfigError(
+                f"{n} images of {size}x{size} need {need / 2**30:.1f} GiB of memory, "
+                f"{avail / 2**30:.1f} GiB are available; render fewer (--n) or in several files"
+            )
     t0 = time.perf_counter()
     with tqdm(
         total=max(n, 0), desc=f"synth {domain}", unit="img", disable=None, leave=False
@@ -128,7 +147,10 @@ def info_command(path: str, as_json: bool) -> None:
 def preview_command(path: str, out: str, n: int, scale: int) -> None:
     """Write a PNG montage: one row per image -- image, semseg, depth, normals, edges."""
     from s4t_edge.data.preview import save_montage
+    from s4t_edge.outputs import protect
 
+    protect(path, "the dataset")
+    check_output_path(out)
     ds = load_dataset(path)
     save_montage(out, ds, n=max(1, n), scale=max(1, scale))
     click.echo(f"wrote {min(n, len(ds))} rows to {out}")

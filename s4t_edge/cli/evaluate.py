@@ -83,7 +83,11 @@ def command(
       s4t-edge eval runs/tiny --data test.npz --json metrics.json
       s4t-edge eval runs/tiny --shifts --n 200 --seed 123 --markdown shifts.md
     """
+    from s4t_edge.outputs import protect
     from s4t_edge.utils import ensure_writable_file, write_json
+
+    protect(run_dir, "the run directory")
+    protect(data_path, "--data")
 
     shifts = shifts or md_path is not None
     if data_path is None and not shifts:
@@ -91,9 +95,9 @@ def command(
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     # Output paths are checked before any (slow) evaluation.
-    for p in (json_path, md_path):
+    for p, what in ((json_path, "--json"), (md_path, "--markdown")):
         if p is not None:
-            ensure_writable_file(p)
+            ensure_writable_file(p, what)
 
     import torch
 

@@ -49,7 +49,19 @@ prefix, e.g. norm@backbone.layer4), 'adapters' (residual adapters; see --add-ada
     "--lr", type=float, default=None, help="Its learning rate (default: the run's, 2e-5)."
 )
 @click.option("--steps", type=int, default=None, help="Default S4T steps per batch (default 40).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing artifact directory.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing artifact (only an s4t-edge artifact or an empty directory, and only "
+    "the files that artifact lists).",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Sign the manifest with this HMAC key (manifest.sig); devices with the same key "
+    "refuse unsigned or modified artifacts. Default: $S4T_EDGE_KEY_FILE if set.",
+)
 @click.option("--no-validate", is_flag=True, help="Skip the parity checks (not recommended).")
 @click.option(
     "--list-scopes", is_flag=True, help="Print θ size and cut for each built-in scope, then exit."
@@ -69,6 +81,7 @@ def command(
     lr: float | None,
     steps: int | None,
     overwrite: bool,
+    key_file: str | None,
     no_validate: bool,
     list_scopes: bool,
     json_out: str | None,
@@ -81,7 +94,15 @@ def command(
     """
     from s4t_edge.errors import ConfigError
     from s4t_edge.export.exporter import ExportConfig, export_run
-    from s4t_edge.utils import write_json
+    from s4t_edge.outputs import protect
+    from s4t_edge.runtime.signing import resolve_key
+    from s4t_edge.utils import ensure_writable_file, write_json
+
+    protect(run_dir, "the run directory")
+    protect(key_file, "--key-file")
+    key = resolve_key(key_file)
+    if json_out:
+        ensure_writable_file(json_out, "--json")
 
     stages = tuple(s.strip() for s in add_adapters.split(",") if s.strip())
     if list_scopes:
@@ -115,6 +136,7 @@ def command(
         cfg,
         overwrite=overwrite,
         progress=lambda m: click.echo(f"  {m}", err=True),
+        key=key,
     )
     m = res.manifest
     click.echo(f"exported {run_dir} -> {out_dir} in {res.seconds:.1f} s")

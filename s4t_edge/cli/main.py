@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -9,6 +10,7 @@ import click
 
 from s4t_edge import __version__
 from s4t_edge.errors import S4TError
+from s4t_edge.outputs import command_scope
 
 # command name -> module under s4t_edge.cli holding a click command called `command`.
 _COMMANDS = {
@@ -22,6 +24,7 @@ _COMMANDS = {
     "demo": "demo",
     "bench": "bench",
     "build": "build",
+    "sign": "sign",
 }
 
 
@@ -54,10 +57,20 @@ def cli() -> None:
     """
 
 
+# Resource faults that may surface anywhere (a library writing its own file, numpy allocating):
+# each ends in one line, like a user mistake, instead of a traceback.
+_RESOURCE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user mistakes (S4TError) become one line on stderr and a non-zero exit."""
+    """Entry point: user mistakes (S4TError) become one line on stderr and a non-zero exit.
+
+    Each invocation gets its own output-guard scope (`s4t_edge.outputs`): inputs a command
+    registers are protected until it returns.
+    """
     try:
-        cli.main(args=argv, prog_name="s4t-edge", standalone_mode=False)
+        with command_scope():
+            cli.main(args=argv, prog_name="s4t-edge", standalone_mode=False)
     except S4TError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
@@ -69,6 +82,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except OSError as e:
+        if e.errno not in _RESOURCE_ERRNOS:
+            raise
+        where = f" writing {e.filename!r}" if e.filename else ""
+        click.echo(f"error: {e.strerror}{where}; free space and run again", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo(
+            "error: out of memory; use smaller inputs (--limit, --batch-size) or a larger machine",
+            err=True,
+        )
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

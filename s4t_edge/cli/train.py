@@ -227,6 +227,11 @@ def command(
         model_cfg = make_config(preset or "tiny", parse_tasks(tasks) if tasks else None)
         s4t_cfg = S4TConfig()
         train_cfg = TrainConfig(**overrides)
+    from s4t_edge.outputs import protect
+
+    protect(train_path, "--train")
+    protect(val_path, "--val")
+    protect(backbone_weights, "--backbone-weights")
     # Fail on an unusable output path before spending minutes on loading and training.
     if info.is_main:
         prepare_out_dir(out, resume=resume, overwrite=overwrite)

@@ -147,21 +147,96 @@ class Dataset:
         return out
 
 
-def _read_key(npz: Any, key: str, path: str) -> np.ndarray:
+_MAX_META_BYTES = 16 << 20
+
+
+def available_memory() -> int | None:
+    """Bytes the kernel reports as available (Linux), or None where it cannot tell."""
     try:
-        return npz[key]
-    except ValueError as e:
-        if "pickle" in str(e):
-            raise DataError(
-                f"{path}: {key!r} is an object array, which s4t-edge never unpickles; store plain numeric arrays"
-            ) from None
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One array of the archive, known from its header before anything is allocated."""
+
+    key: str
+    info: zipfile.ZipInfo
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    fortran: bool
+    offset: int  # bytes of the .npy header
+
+    def nbytes(self, rows: int | None = None) -> int:
+        shape = self.shape if rows is None or not self.shape else (rows, *self.shape[1:])
+        return int(np.prod(shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def _member_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, where: str) -> _Member:
+    """Parse a member's .npy header and check it against the member's size in the archive.
+
+    A header that claims more data than the member holds (a forged or truncated file) is refused
+    here, before numpy would allocate what it claims.
+    """
+    fmt = np.lib.format
+    try:
+        with zf.open(info) as f:
+            version = fmt.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = fmt.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(
-            f"{path}: {key!r} cannot be read ({e}); the file is corrupt, re-create it"
+            f"{where}: {key!r} is not a readable .npy array ({str(e).splitlines()[0][:120]}); "
+            "the file is corrupt, re-create it"
         ) from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    if dtype.hasobject:
         raise DataError(
-            f"{path}: {key!r} cannot be read ({e}); the file is corrupt, re-create it"
+            f"{where}: {key!r} is an object array, which s4t-edge never unpickles; "
+            "store plain numeric arrays"
+        )
+    m = _Member(key, info, dtype, tuple(int(d) for d in shape), bool(fortran), offset)
+    if info.file_size != offset + m.nbytes():
+        raise DataError(
+            f"{where}: {key!r} claims shape {m.shape} {dtype} ({m.nbytes():,} bytes) but the "
+            f"archive holds {max(info.file_size - offset, 0):,} bytes for it; the file is "
+            "truncated or forged -- re-create it"
+        )
+    return m
+
+
+def _read_member(zf: zipfile.ZipFile, m: _Member, rows: int | None, where: str) -> np.ndarray:
+    """Read the first `rows` rows (all when None) of a member: only those bytes are inflated."""
+    if m.fortran and m.shape:
+        rows = None  # column-major data cannot be cut by rows; such arrays are read whole
+    shape = m.shape if rows is None or not m.shape else (min(rows, m.shape[0]), *m.shape[1:])
+    out = np.empty(shape[::-1] if m.fortran else shape, dtype=m.dtype)
+    buf = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
+    try:
+        with zf.open(m.info) as f:
+            f.seek(m.offset) if f.seekable() else f.read(m.offset)
+            got = 0
+            while got < len(buf):
+                n = f.readinto(buf[got:])
+                if not n:
+                    raise EOFError(f"{len(buf) - got} bytes missing")
+                got += n
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(
+            f"{where}: {m.key!r} cannot be read ({str(e).splitlines()[0][:120]}); "
+            "the file is corrupt, re-create it"
         ) from None
+    return out.T if m.fortran else out
 
 
 def _parse_meta(raw: np.ndarray, path: str) -> dict[str, Any]:
@@ -184,14 +259,19 @@ def _parse_meta(raw: np.ndarray, path: str) -> dict[str, Any]:
     return meta
 
 
-def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+def load_dataset(path: str | os.PathLike[str], limit: int | None = None) -> Dataset:
     """Read and validate a dataset `.npz` file.
 
-    Unknown keys are ignored with a warning (a newer writer may add some).
+    Every array's header is checked against the archive before anything is allocated, and only
+    the first `limit` images (all when None) are inflated, so memory is bounded by what the work
+    needs -- not by what a file claims.  Unknown keys are ignored with a warning (a newer writer
+    may add some).
 
     Raises:
         DataError: the file is missing, unreadable or breaks the contract; the message names the key.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DataError(f"limit must be a whole number of images >= 1, got {limit!r}")
     p = Path(path)
     where = str(p)
     if not p.exists():
@@ -217,14 +297,19 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
             "give a file written by np.savez or `s4t-edge data synth`"
         )
     try:
-        npz = np.load(p, allow_pickle=False)
+        zf = zipfile.ZipFile(p)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(
             f"{where!r} is not a readable .npz archive ({reason}); re-create the file"
         ) from None
-    with npz:
-        keys = list(npz.files)
+    with zf:
+        members = {
+            i.filename[:-4]: i
+            for i in zf.infolist()
+            if i.filename.endswith(".npy") and not i.is_dir()
+        }
+        keys = list(members)
         if "image" not in keys:
             raise DataError(
                 f"{where!r} has no 'image' key (found: {', '.join(keys) or 'none'}); 'image' uint8 (N, H, W, 3) is required"
@@ -235,8 +320,23 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
                 f"{where}: ignoring unknown keys {', '.join(unknown)} (known: {', '.join(_KNOWN_KEYS)})",
                 stacklevel=2,
             )
-        arrays = {k: _read_key(npz, k, where) for k in keys if k in _SPEC}
-        meta = _parse_meta(_read_key(npz, "meta", where), where) if "meta" in keys else {}
+        heads = {k: _member_header(zf, members[k], k, where) for k in keys if k in _KNOWN_KEYS}
+        if "meta" in heads and heads["meta"].nbytes() > _MAX_META_BYTES:
+            raise DataError(f"{where}: 'meta' is {heads['meta'].nbytes():,} bytes; keep it small")
+        rows = None if limit is None else int(limit)
+        need = sum(h.nbytes(rows if k != "meta" else None) for k, h in heads.items())
+        avail = available_memory()
+        if avail is not None and need > 0.8 * avail:
+            raise DataError(
+                f"{where}: reading it needs {need / 2**30:.1f} GiB but only {avail / 2**30:.1f} "
+                "GiB of memory is available; read fewer images (--limit N) or split the file"
+            )
+        arrays = {k: _read_member(zf, h, rows, where) for k, h in heads.items() if k in _SPEC}
+        meta = (
+            _parse_meta(_read_member(zf, heads["meta"], None, where), where)
+            if "meta" in heads
+            else {}
+        )
     if arrays["image"].ndim >= 1 and arrays["image"].shape[0] == 0:
         raise DataError(f"{where!r} contains no images")
     try:
@@ -245,13 +345,13 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         raise DataError(f"{where}: {e}") from None
 
 
-def check_output_path(path: str | os.PathLike[str]) -> Path:
+def check_output_path(path: str | os.PathLike[str], what: str = "--out") -> Path:
     """Fail early, with an OutputPathError, if `path` cannot be written.
 
     Tries to create a scratch file next to it, because permission bits alone do not tell
     (root, read-only mounts, /proc): better to know before rendering for minutes.
     """
-    p = ensure_writable_file(path)
+    p = ensure_writable_file(path, what)
     parent = p.parent if str(p.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".probe", dir=parent)

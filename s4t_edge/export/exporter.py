@@ -7,6 +7,8 @@ is replaced only when asked (and only after the new one has been validated).
 
 from __future__ import annotations
 
+import math
+import os
 import shutil
 import tempfile
 import time
@@ -14,12 +16,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from s4t_edge.errors import ConfigError, ExportError, OutputPathError
+from s4t_edge.errors import ArtifactError, ConfigError, ExportError, OutputPathError
 from s4t_edge.export.scopes import DEFAULT_SCOPE
+from s4t_edge.outputs import check_output, input_entry
+from s4t_edge.utils import current_umask, fsync_dir
 
 BN_STATS = ("batch", "running")
 ARTIFACT_FORMAT = "s4t-edge-artifact"
 ARTIFACT_VERSION = 1
+_OWNER = ".s4t-export-owner"  # pid of the export building a temporary directory
 
 
 @dataclass(frozen=True)
@@ -59,13 +64,17 @@ class ExportConfig:
                 raise ConfigError(f"--optimizer must be sgd or adam, got {self.optimizer!r}")
             opt["name"] = self.optimizer
         if self.lr is not None:
-            if not self.lr > 0:
-                raise ConfigError(f"--lr must be positive, got {self.lr}")
+            if not (self.lr > 0 and math.isfinite(self.lr)):
+                raise ConfigError(f"--lr must be a finite positive number, got {self.lr}")
             opt["lr"] = float(self.lr)
         out["optimizer"] = opt
         if self.steps is not None:
-            if self.steps < 1:
-                raise ConfigError(f"--steps must be at least 1, got {self.steps}")
+            from s4t_edge.runtime.manifest_check import LIMITS
+
+            if not 1 <= self.steps <= LIMITS.max_steps:
+                raise ConfigError(
+                    f"--steps must be between 1 and {LIMITS.max_steps:,}, got {self.steps}"
+                )
             out["steps"] = int(self.steps)
         return out
 
@@ -85,13 +94,33 @@ class ExportResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
+def _check_out_dir(out: Path, overwrite: bool, source_run: str | None = None) -> None:
+    """Refuse, before any work, every --out that an export could not safely write.
+
+    `--overwrite` replaces an s4t-edge artifact (or fills an empty directory), never anything
+    else: the swap later touches only the files the old manifest lists.
+    """
+    extra = [input_entry(source_run, "the run directory")] if source_run else []
+    check_output(out, "--out", extra=extra)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise OutputPathError(f"{str(out)!r} exists and is not a directory; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputPathError(
-            f"{str(out)!r} is not empty; pass --overwrite to replace it or choose another --out"
-        )
+    if out.is_dir() and any(out.iterdir()):
+        owned = artifact_files(out)
+        if owned is None:
+            why = (
+                "its manifest.json is not a readable s4t-edge manifest"
+                if (out / "manifest.json").exists()
+                else "it holds no s4t-edge artifact"
+            )
+            raise OutputPathError(
+                f"{str(out)!r} is not empty and {why}; --overwrite only replaces an artifact, "
+                "so nothing there was touched -- choose another --out (or empty it yourself)"
+            )
+        if not overwrite:
+            raise OutputPathError(
+                f"{str(out)!r} already holds an artifact; pass --overwrite to replace it or "
+                "choose another --out"
+            )
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +130,81 @@ def _check_out_dir(out: Path, overwrite: bool) -> None:
             f"cannot write next to {str(out)!r}: {e.strerror}; choose a writable --out"
         ) from None
     shutil.rmtree(probe, ignore_errors=True)
+
+
+def artifact_files(out: Path) -> list[str] | None:
+    """The files an existing artifact in `out` owns, or None when `out` holds no artifact.
+
+    The listing comes from its manifest (or, after an interrupted replacement, the old manifest
+    kept aside); only plain names inside `out` count, so a hostile manifest cannot make
+    `--overwrite` delete anything outside the artifact.
+    """
+    import json
+
+    from s4t_edge.runtime.artifact import MANIFEST, REPLACING
+    from s4t_edge.runtime.manifest_check import FORMAT, safe_file_name
+
+    owned: list[str] = []
+    found = False
+    for name in (MANIFEST, REPLACING):
+        path = out / name
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            m = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if not isinstance(m, dict) or m.get("format") != FORMAT:
+            continue
+        found = True
+        owned.append(name)
+        if (out / "manifest.sig").is_file():
+            owned.append("manifest.sig")  # signs the manifest being replaced: stale after
+        listed = m.get("files") if isinstance(m.get("files"), dict) else {}
+        for f in listed:
+            try:
+                owned.append(safe_file_name(f, "files"))
+            except ArtifactError:
+                continue  # never follow a name that could leave the directory
+    return sorted(set(owned)) if found else None
+
+
+def _mark_owned(tmp: Path) -> None:
+    """Record who builds `tmp`, so a later export can tell a stale one from a live one."""
+    (tmp / _OWNER).write_text(f"{os.getpid()}\n")
+
+
+def clean_stale_exports(out: Path) -> list[Path]:
+    """Remove `.OUT.export-*` directories left by exports that were killed.
+
+    Only directories with our owner file whose process is gone are removed; anything else that
+    happens to match the pattern is left alone.
+    """
+    parent = out.parent if str(out.parent) else Path(".")
+    removed = []
+    for d in parent.glob(f".{out.name}.export-*"):
+        owner = d / _OWNER
+        if d.is_symlink() or not d.is_dir() or not owner.is_file():
+            continue
+        try:
+            pid = int(owner.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def parity_batch(model_cfg, batch: int, seed: int):
@@ -124,8 +228,13 @@ def export_model(
     source_run: str | None = None,
     overwrite: bool = False,
     progress=None,
+    key: bytes | None = None,
 ) -> ExportResult:
-    """Export an in-memory model (see `export_run` for the run-directory front end)."""
+    """Export an in-memory model (see `export_run` for the run-directory front end).
+
+    With a signing `key`, the manifest is signed (`manifest.sig`) before the artifact is moved
+    into place.
+    """
     import torch
 
     from s4t_edge.export.manifest import build_manifest, finalize_manifest
@@ -135,7 +244,9 @@ def export_model(
 
     say = progress or (lambda msg: None)
     out = Path(out_dir)
-    _check_out_dir(out, overwrite)
+    _check_out_dir(out, overwrite, source_run)
+    for d in clean_stale_exports(out):
+        say(f"removed {d.name}, left by an export that was killed")
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     model = model.float().eval()
@@ -154,6 +265,7 @@ def export_model(
         tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent if str(out.parent) else ".")
     )
     try:
+        _mark_owned(tmp)
         h, w = model.config.input_size
         image = torch.zeros(cfg.batch, 3, h, w)
         noise_shape = tuple(model.mask_noise_shape(cfg.batch))
@@ -217,23 +329,80 @@ def export_model(
             manifest["parity"] = report.parity
             manifest["trt_findings"] = report.trt_findings
             finalize_manifest(tmp, manifest)
-        _swap_into_place(tmp, out)
+        if key is not None:
+            from s4t_edge.runtime.signing import sign
+
+            sign(tmp / "manifest.json", key)
+        (tmp / _OWNER).unlink()
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise OutputPathError(
+            f"cannot write the artifact {str(out)!r}: {e.strerror or e}; free space (or raise "
+            "the file-size limit) and export again -- nothing at --out was changed"
+        ) from None
+    except OutputPathError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputPathError(f"{e}; the export was abandoned, nothing at --out changed") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    try:
+        _swap_into_place(tmp, out)
+    except OutputPathError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputPathError(
+            f"replacing the artifact in {str(out)!r} failed midway ({e.strerror or e}); it is "
+            "marked as interrupted -- run the same export with --overwrite again"
+        ) from None
     seconds = time.perf_counter() - t0
     return ExportResult(out_dir=out, manifest=manifest, seconds=seconds, timings=timings)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished artifact over `out`; an old artifact is removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{int(time.time() * 1000)}")
-        out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    """Move the finished artifact in `tmp` to `out`, touching only artifact files there.
+
+    A new or empty `out` is a single rename.  Over an existing artifact, its manifest is first
+    set aside (so a crash in between leaves a directory that `load` refuses with a clear message
+    and `export --overwrite` recognises), the new files are renamed in, the old artifact's
+    files the new one does not have are removed, and the new manifest lands last.  Files the old
+    manifest does not list (engines/, the user's own) are never touched.
+    """
+    from s4t_edge.runtime.artifact import MANIFEST, REPLACING
+
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; an artifact is shared
+    if not out.exists():
+        tmp.rename(out)
+        fsync_dir(out.parent if str(out.parent) else ".")
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        tmp.rename(out)
+        return
+    old = artifact_files(out) or []
+    new = sorted(p.name for p in tmp.iterdir() if p.name != MANIFEST)
+    for name in new:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            raise OutputPathError(
+                f"{str(target)!r} is a directory where the artifact puts a file; move it away "
+                "and export again (nothing was changed)"
+            )
+    if (out / MANIFEST).is_file() and not (out / MANIFEST).is_symlink():
+        os.replace(out / MANIFEST, out / REPLACING)
+    for name in new:
+        os.replace(tmp / name, out / name)
+    for name in old:
+        if name not in new and name not in (MANIFEST, REPLACING):
+            (out / name).unlink(missing_ok=True)
+    os.replace(tmp / MANIFEST, out / MANIFEST)
+    (out / REPLACING).unlink(missing_ok=True)
+    fsync_dir(out)
+    tmp.rmdir()
 
 
 def export_run(
@@ -242,6 +411,7 @@ def export_run(
     cfg: ExportConfig = ExportConfig(),
     overwrite: bool = False,
     progress=None,
+    key: bytes | None = None,
 ) -> ExportResult:
     """Export a trained run directory (``model.safetensors`` + ``config.json``)."""
     from s4t_edge.train.rundir import load_run
@@ -255,4 +425,5 @@ def export_run(
         source_run=str(Path(run_dir).resolve()),
         overwrite=overwrite,
         progress=progress,
+        key=key,
     )

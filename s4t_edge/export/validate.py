@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from s4t_edge.errors import ArtifactError
+from s4t_edge.errors import ArtifactError, ConfigError
 
 
 @dataclass
@@ -210,8 +210,45 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
     return None
 
 
-def run_checks(root: str | Path, parity: bool = True) -> CheckReport:
-    """Every check on an artifact directory; never raises for a bad artifact, reports instead."""
+def _io_mismatch(spec, model) -> str | None:
+    """Where the graph's declared inputs/outputs differ from the manifest's specs, if anywhere."""
+    import onnx
+
+    dtypes = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+    def declared(values):
+        out = {}
+        for v in values:
+            t = v.type.tensor_type
+            dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim)
+            out[v.name] = (
+                dims,
+                dtypes.get(t.elem_type, onnx.TensorProto.DataType.Name(t.elem_type)),
+            )
+        return out
+
+    ins, outs = declared(model.graph.input), declared(model.graph.output)
+    if set(ins) != set(spec.input_names):
+        odd = sorted(set(ins) ^ set(spec.input_names))
+        return f"inputs differ from manifest.json ({', '.join(odd[:3])})"
+    for t in spec.inputs:
+        if ins[t.name] != (t.shape, t.dtype):
+            return f"input {t.name!r} is {ins[t.name]} in the graph, {(t.shape, t.dtype)} in manifest.json"
+    for t in spec.outputs:
+        if t.name not in outs:
+            return f"output {t.name!r} of manifest.json is not a graph output"
+        if outs[t.name] != (t.shape, t.dtype):
+            return f"output {t.name!r} is {outs[t.name]} in the graph, {(t.shape, t.dtype)} in manifest.json"
+    return None
+
+
+def run_checks(root: str | Path, parity: bool = True, key: bytes | None = None) -> CheckReport:
+    """Every check on an artifact directory; never raises for a bad artifact, reports instead.
+
+    The manifest goes through the same validator as `load` (`runtime.manifest_check`), θ is
+    read and checked (names, shapes, dtypes, finite values), and every graph's declared I/O is
+    compared with the manifest, before any graph runs.
+    """
     import onnx
 
     from s4t_edge.export.trt_rules import check_tensorrt
@@ -220,11 +257,15 @@ def run_checks(root: str | Path, parity: bool = True) -> CheckReport:
     root = Path(root)
     report = CheckReport()
     try:
-        art = Artifact.load(root, verify=True)
-    except ArtifactError as e:
+        art = Artifact.load(root, verify=True, key=key)
+        art.load_theta()
+    except (ArtifactError, ConfigError) as e:
         report.failures.append(str(e))
         return report
-    report.passed.append("files present, sha256 match the manifest")
+    report.passed.append(
+        "manifest valid, files present and matching their sha256, θ readable and finite"
+        + (", signature valid" if key is not None else "")
+    )
     manifest = art.manifest
     theta_names = {t["name"] for t in manifest["theta"]["tensors"]}
     for name, g in manifest["graphs"].items():
@@ -236,6 +277,10 @@ def run_checks(root: str | Path, parity: bool = True) -> CheckReport:
             report.failures.append(
                 f"{g['file']}: onnx.checker failed: {str(e).splitlines()[0][:200]}"
             )
+            return report
+        mismatch = _io_mismatch(art.graphs[name], model)
+        if mismatch:
+            report.failures.append(f"{g['file']}: {mismatch}; re-export the artifact")
             return report
         baked = theta_names & {i.name for i in model.graph.initializer}
         if baked:

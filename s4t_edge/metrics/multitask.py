@@ -103,7 +103,10 @@ def format_comparison_table(
     for label, m in rows.items():
         line = [label, *[_fmt(m.get(t, {}).get(k)) for t, k, _, _ in present]]
         if baseline is not None:
-            line.append(f"{delta_m(m, rows[baseline]):+.2f}")
+            try:
+                line.append(f"{delta_m(m, rows[baseline]):+.2f}")
+            except ConfigError:  # e.g. a baseline metric of 0: the table still prints
+                line.append("n/a")
         body.append(line)
     if markdown:
         out = [

@@ -25,12 +25,24 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import BackendError, ConfigError
+from s4t_edge.runtime.manifest_check import LIMITS
 from s4t_edge.runtime.optim import Optimizer, OptimizerConfig, make_optimizer
 
 log = logging.getLogger(__name__)
 
 MODES = ("episodic", "online")
-GUARDS = ("nonfinite_input", "nonfinite_loss", "nonfinite_grad", "nonfinite_theta", "loss_runaway")
+GUARDS = (
+    "nonfinite_input",
+    "nonfinite_loss",
+    "nonfinite_grad",
+    "nonfinite_theta",
+    "loss_runaway",
+    "drift_reset",
+)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -43,17 +55,35 @@ class AdaptConfig:
     seed: int = 0  # seed of the mask-noise generator (np.random.default_rng)
     loss_guard: float | None = 10.0  # reset to source θ when loss > this × first loss; None: off
     predict_before: bool = False  # also predict with the source θ (for before/after reports)
+    max_drift: float | None = None  # reset to source θ when ||θ - θ_src|| / ||θ_src|| exceeds it
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if self.steps is not None and self.steps < 0:
-            raise ConfigError(f"steps must be >= 0, got {self.steps}")
-        if self.reset_every is not None and self.reset_every < 1:
-            raise ConfigError(f"reset_every must be >= 1 batches, got {self.reset_every}")
-        if self.loss_guard is not None and not self.loss_guard > 1:
+        if self.steps is not None and not (
+            _is_int(self.steps) and 0 <= self.steps <= LIMITS.max_steps
+        ):
             raise ConfigError(
-                f"loss_guard must be > 1 (a multiple of the first loss), got {self.loss_guard}"
+                f"steps must be an integer from 0 to {LIMITS.max_steps:,}, got {self.steps!r}"
+            )
+        if self.reset_every is not None and not (
+            _is_int(self.reset_every) and self.reset_every >= 1
+        ):
+            raise ConfigError(f"reset_every must be >= 1 batches, got {self.reset_every!r}")
+        if not (_is_int(self.seed) and 0 <= self.seed < 2**63):
+            raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.loss_guard is not None and not (
+            isinstance(self.loss_guard, (int, float)) and self.loss_guard > 1
+        ):
+            raise ConfigError(
+                f"loss_guard must be > 1 (a multiple of the first loss), got {self.loss_guard!r}"
+            )
+        if self.max_drift is not None and not (
+            isinstance(self.max_drift, (int, float)) and 0 < self.max_drift < math.inf
+        ):
+            raise ConfigError(
+                f"max_drift must be a finite number > 0 (relative distance from the source θ), "
+                f"got {self.max_drift!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +118,22 @@ def _finite(x: float) -> bool:
     return math.isfinite(x)
 
 
+class NoiseStream:
+    """K mask-noise arrays drawn one at a time as a loop consumes them, in the same order (so the
+    same values) as drawing all K first; `len` is K.  Holding one array at a time is what keeps
+    an adapter's memory independent of K."""
+
+    def __init__(self, session: Any, rng: np.random.Generator, k: int) -> None:
+        self._session, self._rng, self._k = session, rng, int(k)
+
+    def __len__(self) -> int:
+        return self._k
+
+    def __iter__(self) -> Any:
+        for _ in range(self._k):
+            yield self._session.mask_noise(self._rng)
+
+
 class Adapter:
     """Adapts θ on batches of frames through a `Session` (or runs the reference protocol).
 
@@ -103,6 +149,9 @@ class Adapter:
         loss_guard: runaway factor (None disables).
         predict_before: also return predictions with the source θ.
         lr: overrides the optimiser's learning rate.
+        max_drift: drift guard: when the relative distance of θ from the source,
+            ||θ - θ_src|| / ||θ_src|| over all tensors, exceeds it after a batch's steps, θ and
+            the optimiser go back to the source (counted as `drift_reset`).  None: off.
     """
 
     def __init__(
@@ -116,21 +165,26 @@ class Adapter:
         loss_guard: float | None = 10.0,
         predict_before: bool = False,
         lr: float | None = None,
+        max_drift: float | None = None,
     ) -> None:
+        if not hasattr(session, "artifact") or not hasattr(session, "preprocess"):
+            raise ConfigError(
+                f"Adapter needs a session from s4t_edge.runtime.load(...), got "
+                f"{type(session).__name__}"
+            )
         self.session = session
         art = session.artifact
         manifest_steps = art.s4t.get("steps")
         self.config = AdaptConfig(
-            steps=int(
-                steps
-                if steps is not None
-                else (manifest_steps if manifest_steps is not None else 10)
-            ),
+            steps=steps
+            if steps is not None
+            else (manifest_steps if manifest_steps is not None else 10),
             mode=mode,
             reset_every=reset_every,
             seed=seed,
             loss_guard=loss_guard,
             predict_before=predict_before,
+            max_drift=max_drift,
         )
         self.optimizer = make_optimizer(self._optimizer_spec(art, optimizer, lr))
         self.protocol = bool(getattr(session, "is_protocol", False))
@@ -182,6 +236,17 @@ class Adapter:
     @property
     def source_theta(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self._source.items()}
+
+    def drift(self) -> float:
+        """Relative distance of θ from the source: ||θ - θ_src|| / ||θ_src|| over all tensors."""
+        if not self._source:
+            return 0.0
+        num = sum(
+            float(np.sum((self.theta[k].astype(np.float64) - v) ** 2))
+            for k, v in self._source.items()
+        )
+        den = sum(float(np.sum(v.astype(np.float64) ** 2)) for v in self._source.values())
+        return math.sqrt(num) / max(math.sqrt(den), 1e-12)
 
     def reset(self) -> None:
         """θ back to the source and fresh optimiser state (what episodic mode does per batch)."""
@@ -240,12 +305,24 @@ class Adapter:
         if resume and info["optimizer_state"] is not None:
             import json
 
+            from s4t_edge.errors import ArtifactError
+
             meta = info["metadata"]
-            self.optimizer.load_state_dict(info["optimizer_state"])
-            if "rng" in meta:
-                self._rng.bit_generator.state = json.loads(meta["rng"])
-            self.batches = int(json.loads(meta.get("batches", "0")))
-            self.total_steps = int(json.loads(meta.get("steps", "0")))
+            saved = (self.optimizer.state_dict(), self._rng.bit_generator.state)
+            try:
+                self.optimizer.load_state_dict(info["optimizer_state"])
+                if "rng" in meta:
+                    self._rng.bit_generator.state = json.loads(meta["rng"])
+                batches = int(json.loads(meta.get("batches", "0")))
+                total_steps = int(json.loads(meta.get("steps", "0")))
+            except (ValueError, TypeError, KeyError, AttributeError) as e:
+                self.optimizer.load_state_dict(saved[0])
+                self._rng.bit_generator.state = saved[1]
+                raise ArtifactError(
+                    f"θ file {str(path)!r} carries optimiser or generator state this adapter "
+                    f"cannot resume from ({type(e).__name__}: {e}); load it with resume=False"
+                ) from None
+            self.batches, self.total_steps = batches, total_steps
 
     # ------------------------------------------------------------------ batches
     def _prepare(self, images: np.ndarray) -> tuple[np.ndarray, int]:
@@ -303,7 +380,13 @@ class Adapter:
         cfg = self.config
         if cfg.mode == "episodic" or (cfg.reset_every and self.batches % cfg.reset_every == 0):
             self.reset()
-        noises = [self.session.mask_noise(self._rng) for _ in range(cfg.steps)]
+        elif not self.protocol and not all(np.isfinite(v).all() for v in self.theta.values()):
+            # θ set from outside (e.g. by hand) is never stepped from: every step would fail.
+            guards["nonfinite_theta"] += 1
+            log.warning("θ held non-finite values at the start of a batch: reset to the source")
+            self.reset()
+        # Drawn step by step, not all K up front: memory stays one noise array whatever K is.
+        noises = NoiseStream(self.session, self._rng, cfg.steps)
         before = cfg.predict_before if predict_before is None else bool(predict_before)
         if self.protocol:
             result = self._adapt_protocol(x, noises, guards, before)
@@ -321,7 +404,11 @@ class Adapter:
         return result
 
     def _adapt_theta(
-        self, x: np.ndarray, noises: list[np.ndarray], guards: dict[str, int], predict_before: bool
+        self,
+        x: np.ndarray,
+        noises: NoiseStream | list[np.ndarray],
+        guards: dict[str, int],
+        predict_before: bool,
     ) -> AdaptResult:
         s, opt = self.session, self.optimizer
         timing: dict[str, float] = {}
@@ -379,9 +466,18 @@ class Adapter:
                 self.theta = saved_theta
                 opt.load_state_dict(saved_opt)
             step_ms += (time.perf_counter() - t0) * 1e3
-        k = max(len(noises), 1)
+        k = max(self.config.steps, 1)
         timing["steps_ms"] = step_ms
         timing["step_ms"] = step_ms / k
+        if self.config.max_drift is not None and self.drift() > self.config.max_drift:
+            guards["drift_reset"] += 1
+            log.warning(
+                "θ drifted %.3g from the source (limit %.3g): θ reset to the source",
+                self.drift(),
+                self.config.max_drift,
+            )
+            self.theta = {k: v.copy() for k, v in self._source.items()}
+            opt.reset()
         t0 = time.perf_counter()
         preds = s.predict(cut, self.theta)
         timing["predict_ms"] = (time.perf_counter() - t0) * 1e3
@@ -398,7 +494,7 @@ class Adapter:
     def _run_steps_on_device(
         self,
         cut: Any,
-        noises: list[np.ndarray],
+        noises: NoiseStream | list[np.ndarray],
         guards: dict[str, int],
         trace: list[float],
         task_trace: list[dict[str, float]],
@@ -433,7 +529,11 @@ class Adapter:
         task_trace.extend(res.task_losses)
 
     def _adapt_protocol(
-        self, x: np.ndarray, noises: list[np.ndarray], guards: dict[str, int], predict_before: bool
+        self,
+        x: np.ndarray,
+        noises: NoiseStream | list[np.ndarray],
+        guards: dict[str, int],
+        predict_before: bool,
     ) -> AdaptResult:
         """The reference backend runs its own loop (all parameters, train-mode BatchNorm)."""
         before = None

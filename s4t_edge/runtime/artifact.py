@@ -17,12 +17,18 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import ArtifactError
+from s4t_edge.runtime.manifest_check import (
+    GRAPH_NAMES,
+    check_member_file,
+    safe_file_name,
+    validate_manifest,
+)
+from s4t_edge.runtime.signing import resolve_key, verify_bytes
 from s4t_edge.utils import sha256_file
 
 MANIFEST = "manifest.json"
-FORMAT = "s4t-edge-artifact"
-FORMAT_VERSION = 1
-GRAPH_NAMES = ("backbone", "step", "predict")
+REPLACING = ".s4t-replacing.json"  # the old manifest while `export --overwrite` swaps files
+MAX_MANIFEST_BYTES = 64 << 20
 
 _REEXPORT = "re-export it with `s4t-edge export` or copy the artifact directory again"
 
@@ -150,12 +156,25 @@ class Artifact:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | os.PathLike[str], verify: bool = True) -> Artifact:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        verify: bool = True,
+        key: bytes | str | os.PathLike[str] | None = None,
+    ) -> Artifact:
         """Parse `path/manifest.json`; with `verify`, check every file's sha256 first.
+
+        With a signing key (`key`, or the file named by $S4T_EDGE_KEY_FILE) the manifest must
+        carry a valid `manifest.sig` (`s4t_edge.runtime.signing`), whatever `verify` says.
 
         Raises:
             ArtifactError: one line naming the missing, truncated, tampered or malformed file.
         """
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise ArtifactError(
+                f"expected an artifact directory path, got {path!r}; "
+                "pass the --out directory of `s4t-edge export`"
+            )
         root = Path(path)
         if not root.exists():
             raise ArtifactError(
@@ -167,10 +186,28 @@ class Artifact:
                 f"{str(root)!r} is not an artifact directory (expected a folder with manifest.json)"
             )
         manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
+        if not manifest_path.is_file() and not manifest_path.is_symlink():
+            if (root / REPLACING).exists():
+                raise ArtifactError(
+                    f"{str(root)!r} holds an artifact whose replacement was interrupted; run the "
+                    "same `s4t-edge export ... --overwrite` again"
+                )
             raise ArtifactError(f"{str(manifest_path)!r} is missing; {_REEXPORT}")
+        check_member_file(root, MANIFEST)
+        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ArtifactError(
+                f"{str(manifest_path)!r} is {manifest_path.stat().st_size:,} bytes, far more than "
+                f"a manifest holds (limit {MAX_MANIFEST_BYTES:,}); {_REEXPORT}"
+            )
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            raw = manifest_path.read_bytes()
+        except OSError as e:
+            raise ArtifactError(f"cannot read {str(manifest_path)!r}: {e.strerror}") from None
+        signing_key = resolve_key(key)
+        if signing_key is not None:
+            verify_bytes(raw, manifest_path, signing_key, "artifact manifest")
+        try:
+            manifest = json.loads(raw.decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ArtifactError(
                 f"{str(manifest_path)!r} is not valid JSON (truncated or edited?: {e}); {_REEXPORT}"
@@ -184,34 +221,9 @@ class Artifact:
     def from_manifest(cls, root: str | os.PathLike[str], manifest: dict[str, Any]) -> Artifact:
         """Build the specs from an already-parsed manifest (no file access, no verification)."""
         root = Path(root)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ArtifactError(
-                f"{str(root / MANIFEST)!r} is not an s4t-edge artifact manifest "
-                f"(format {manifest.get('format') if isinstance(manifest, dict) else None!r}); "
-                "point at a directory written by `s4t-edge export`"
-            )
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ArtifactError(
-                f"artifact format_version {version!r} is not supported by this s4t-edge "
-                f"(reads version {FORMAT_VERSION}); re-export with this version or upgrade s4t-edge"
-            )
-        missing = [
-            k
-            for k in ("input", "mask_noise", "theta", "cut", "graphs", "tasks", "files")
-            if k not in manifest
-        ]
-        if missing:
-            raise ArtifactError(
-                f"{str(root / MANIFEST)!r} lacks the key(s) {', '.join(missing)}; {_REEXPORT}"
-            )
+        validate_manifest(manifest)
         files = manifest["files"]
         graphs_d = manifest["graphs"]
-        absent = [g for g in GRAPH_NAMES if g not in graphs_d]
-        if absent:
-            raise ArtifactError(
-                f"{str(root / MANIFEST)!r} lists no graph(s) {', '.join(absent)}; {_REEXPORT}"
-            )
         graphs = {
             g: GraphSpec.from_dict(g, graphs_d[g], str(files.get(graphs_d[g].get("file", ""), "")))
             for g in GRAPH_NAMES
@@ -283,9 +295,7 @@ class Artifact:
                 f"manifest.json records no sha256 for {', '.join(unlisted)}; {_REEXPORT}"
             )
         for name, expected in files.items():
-            path = self.root / name
-            if not path.is_file():
-                raise ArtifactError(f"artifact file {str(path)!r} is missing; {_REEXPORT}")
+            path = check_member_file(self.root, safe_file_name(name, f"files[{name!r}]"))
             actual = sha256_file(path)
             if actual != expected:
                 raise ArtifactError(
@@ -295,7 +305,7 @@ class Artifact:
 
     def load_theta(self) -> dict[str, np.ndarray]:
         """The source θ as float arrays in manifest order, checked against the θ specs."""
-        path = self.root / self.theta_file
+        path = check_member_file(self.root, self.theta_file)
         return load_theta_file(path, self.theta_specs)
 
 
@@ -333,6 +343,11 @@ def load_theta_file(
             raise ArtifactError(
                 f"θ tensor {spec.name!r} in {str(p)!r} has shape {tuple(arr.shape)} {arr.dtype}, "
                 f"the artifact expects {spec.shape} {spec.dtype}; use the θ file of this artifact"
+            )
+        if not np.isfinite(arr).all():
+            raise ArtifactError(
+                f"θ tensor {spec.name!r} in {str(p)!r} holds NaN or infinite values; "
+                "use a θ file saved by s4t-edge (which never saves non-finite θ) or re-export"
             )
         out[spec.name] = arr
     return out

@@ -75,10 +75,14 @@ class BenchConfig:
     jetson_interval_ms: int = 100  # tegrastats/jtop sampling period on a Jetson
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ConfigError(f"--steps must be >= 0, got {self.steps}")
-        if self.repeat < 1 or self.stage_repeat < 1:
-            raise ConfigError("--repeat and --stage-repeat must be >= 1")
+        from s4t_edge.runtime.manifest_check import LIMITS
+
+        if not 0 <= self.steps <= LIMITS.max_steps:
+            raise ConfigError(f"--steps must be from 0 to {LIMITS.max_steps:,}, got {self.steps}")
+        if not (1 <= self.repeat <= 10_000 and 1 <= self.stage_repeat <= 100_000):
+            raise ConfigError("--repeat (1-10,000) and --stage-repeat (1-100,000) are out of range")
+        if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be a finite number >= 0, got {self.lr}")
         if self.warmup < 0:
             raise ConfigError(f"--warmup must be >= 0, got {self.warmup}")
         if self.threads is not None and self.threads < 1:

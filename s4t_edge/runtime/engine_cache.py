@@ -97,10 +97,16 @@ def env_digest(trt_version: str, gpu_name: str, compute_capability: str) -> str:
 class EngineCache:
     """The engines directory of one artifact."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, key: bytes | str | None = None) -> None:
+        """`key`: signing key (bytes or key file); default $S4T_EDGE_KEY_FILE.  With a key, an
+        index without a valid `index.sig` is ignored (every engine rebuilt) and new indexes are
+        signed -- an engine is executable code, and only a signed index vouches for its sha256."""
+        from s4t_edge.runtime.signing import resolve_key
+
         self.root = Path(root)
         self.index_path = self.root / "index.json"
         self.warnings: list[str] = []
+        self.key = resolve_key(key)
 
     @classmethod
     def for_artifact(cls, artifact_root: str | Path) -> EngineCache:
@@ -119,7 +125,16 @@ class EngineCache:
         if not self.index_path.exists():
             return self._empty()
         try:
-            data = json.loads(self.index_path.read_text())
+            raw = self.index_path.read_bytes()
+            if self.key is not None:
+                from s4t_edge.runtime.signing import verify_bytes
+
+                try:
+                    verify_bytes(raw, self.index_path, self.key, "engine index")
+                except ArtifactError as e:
+                    self.warnings.append(f"{e}; rebuilding engines")
+                    return self._empty()
+            data = json.loads(raw.decode("utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             self.warnings.append(
                 f"engine index unreadable ({type(e).__name__}); rebuilding engines"
@@ -137,6 +152,10 @@ class EngineCache:
 
     def _write_index(self, data: dict[str, Any]) -> None:
         write_json(self.index_path, data)
+        if self.key is not None:
+            from s4t_edge.runtime.signing import sign
+
+            sign(self.index_path, self.key)
 
     # ---------------------------------------------------------------------------- lookup
     def lookup(self, key: EngineKey) -> tuple[Path | None, str]:
@@ -159,8 +178,8 @@ class EngineCache:
             return None, "engine index entry does not match its key"
         if Path(entry["file"]).name != entry["file"]:
             return None, "engine index entry points outside the engines directory"
-        if not path.is_file():
-            return None, f"engine file {entry['file']} is missing"
+        if path.is_symlink() or not path.is_file():
+            return None, f"engine file {entry['file']} is missing (or a symbolic link)"
         if sha256_file(path) != recorded:
             return None, f"engine file {entry['file']} is corrupt (sha256 mismatch)"
         return path, "cached"

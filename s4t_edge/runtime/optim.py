@@ -44,8 +44,12 @@ class OptimizerConfig:
             )
         if not (self.lr >= 0 and math.isfinite(self.lr)):
             raise ConfigError(f"learning rate must be a finite number >= 0, got {self.lr!r}")
-        if self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError("momentum and weight decay must be >= 0")
+        for key in ("momentum", "dampening", "weight_decay"):
+            v = getattr(self, key)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ConfigError(f"{key} must be a finite number >= 0, got {v!r}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ConfigError(f"eps must be a finite number > 0, got {self.eps!r}")
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ConfigError("Nesterov momentum needs momentum > 0 and dampening 0")
         b1, b2 = self.betas
@@ -62,15 +66,24 @@ class OptimizerConfig:
         """Tolerant of extra keys (other exporters may record more) and missing ones (defaults)."""
         known = {f.name for f in fields(cls)}
         kw = {k: v for k, v in d.items() if k in known and v is not None}
-        if "name" in kw:
-            kw["name"] = str(kw["name"]).lower()
-        if "betas" in kw:
-            kw["betas"] = tuple(float(b) for b in kw["betas"])
-        for k in ("lr", "momentum", "dampening", "weight_decay", "eps"):
-            if k in kw:
-                kw[k] = float(kw[k])
-        if "nesterov" in kw:
-            kw["nesterov"] = bool(kw["nesterov"])
+        try:
+            if "name" in kw:
+                kw["name"] = str(kw["name"]).lower()
+            if "betas" in kw:
+                betas = tuple(float(b) for b in kw["betas"])
+                if len(betas) != 2:
+                    raise ValueError(f"betas needs 2 values, got {len(betas)}")
+                kw["betas"] = betas
+            for k in ("lr", "momentum", "dampening", "weight_decay", "eps"):
+                if k in kw:
+                    if isinstance(kw[k], bool):
+                        raise ValueError(f"{k} must be a number, got {kw[k]!r}")
+                    kw[k] = float(kw[k])
+            if "nesterov" in kw:
+                if not isinstance(kw["nesterov"], bool):
+                    raise ValueError(f"nesterov must be true or false, got {kw['nesterov']!r}")
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"invalid optimizer settings: {e}") from None
         return cls(**kw)
 
     def replace(self, **changes: Any) -> OptimizerConfig:

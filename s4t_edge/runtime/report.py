@@ -87,8 +87,11 @@ def plot_examples(ex: Examples, task: str, kind: str, path: Path) -> None:
                 ax.set_title(cols[j], fontsize=9)
     fig.suptitle(task, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as f:  # the output guard and one-line write errors
+            fig.savefig(f, dpi=80, format="png")
+    finally:
+        plt.close(fig)
 
 
 def plot_loss_curves(traces: list[list[float]], path: Path) -> None:
@@ -113,8 +116,11 @@ def plot_loss_curves(traces: list[list[float]], path: Path) -> None:
         ax.set_xlabel("step")
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as f:  # the output guard and one-line write errors
+            fig.savefig(f, dpi=80, format="png")
+    finally:
+        plt.close(fig)
 
 
 def _fmt_ms(v: float | None) -> str:

@@ -90,8 +90,25 @@ class Session(ArtifactViews):
 
     def __init__(self, artifact: Artifact, backend: Backend) -> None:
         self.artifact = artifact
-        self.backend = backend
+        self._backend = backend
         self._source_theta: dict[str, np.ndarray] | None = None
+
+    @property
+    def backend(self) -> Backend:
+        """The backend; using a closed session is an error, not a crash inside a freed engine."""
+        if self._backend is None:
+            raise BackendError(
+                "this session was closed; open the artifact again with s4t_edge.runtime.load(...)"
+            )
+        return self._backend
+
+    @backend.setter
+    def backend(self, backend: Backend) -> None:  # tests wrap backends with fault injectors
+        self._backend = backend
+
+    @property
+    def closed(self) -> bool:
+        return self._backend is None
 
     # ------------------------------------------------------------------ the three calls
     def backbone(self, image: np.ndarray) -> Cut:
@@ -147,7 +164,10 @@ class Session(ArtifactViews):
         return self.backend.describe()
 
     def close(self) -> None:
-        self.backend.close()
+        """Release the backend (engines, device memory); closing twice is harmless."""
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            backend.close()
 
     def __enter__(self) -> Session:
         return self
@@ -156,8 +176,9 @@ class Session(ArtifactViews):
         self.close()
 
     def __repr__(self) -> str:
+        name = "closed" if self._backend is None else self._backend.name
         return (
-            f"Session(backend={self.backend.name!r}, artifact={str(self.artifact.root)!r}, "
+            f"Session(backend={name!r}, artifact={str(self.artifact.root)!r}, "
             f"batch={self.batch}, input={self.input_size}, theta={len(self.artifact.theta_specs)})"
         )
 
@@ -167,6 +188,7 @@ def load(
     backend: str = "onnxruntime",
     *,
     verify: bool = True,
+    key: bytes | str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Any:
     """Open an artifact with a backend.
@@ -175,6 +197,8 @@ def load(
         artifact: artifact directory (or an already loaded `Artifact`).
         backend: "onnxruntime" (default), "tensorrt", "torch" or "reference".
         verify: check every file's sha256 before running anything (recommended on devices).
+        key: signing key (bytes or a key file); the manifest must then carry a valid signature.
+            Default: the file named by $S4T_EDGE_KEY_FILE, else no signature check.
         **options: backend options, e.g. onnxruntime `providers=`, `intra_op_threads=`,
             `graph_optimization_level=`; torch/reference `source=RUN_DIR`, `device=`.
 
@@ -183,7 +207,11 @@ def load(
         all parameters and does not fit the θ-step interface; `Adapter` accepts both).
     """
     cls = get_backend(backend)  # unknown name -> BackendError listing the choices
-    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact, verify=verify)
+    art = (
+        artifact
+        if isinstance(artifact, Artifact)
+        else Artifact.load(artifact, verify=verify, key=key)
+    )
     _check_options(backend, cls, options)
     if backend_kind(backend) == "protocol":
         return cls(art, **options)

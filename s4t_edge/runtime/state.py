@@ -26,14 +26,23 @@ THETA_FORMAT = "s4t-edge-theta"
 OPTIM_PREFIX = "__optim__/"  # tensors of optimiser state: __optim__/<slot>/<param name>
 
 
-def content_sha256(tensors: Mapping[str, np.ndarray]) -> str:
-    """sha256 over names, dtypes, shapes and bytes, in sorted name order (layout-independent)."""
+HASHED = "tensors+metadata"  # what the sha256 of files written by this version covers
+
+
+def content_sha256(
+    tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> str:
+    """sha256 over names, dtypes, shapes and bytes, in sorted name order (layout-independent),
+    then over the metadata (optimiser settings, counters, generator state) but its own hash."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
         h.update(name.encode())
         h.update(b"\0" + str(a.dtype).encode() + b"\0" + repr(tuple(a.shape)).encode() + b"\0")
         h.update(a.tobytes())
+    if metadata is not None:
+        meta = {k: v for k, v in metadata.items() if k != "sha256"}
+        h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -53,6 +62,13 @@ def save_theta(
     tensors: dict[str, np.ndarray] = {
         k: np.ascontiguousarray(v, dtype=np.float32) for k, v in theta.items()
     }
+    bad = sorted(k for k, v in tensors.items() if not np.isfinite(v).all())
+    if bad:
+        # A NaN θ would make every later step fail; keep the last good file instead.
+        raise ArtifactError(
+            f"θ tensor {bad[0]!r} holds NaN or infinite values; not saved, so {str(path)!r} "
+            "keeps its previous contents -- reset the adapter (Adapter.reset) and adapt again"
+        )
     meta: dict[str, str] = {"format": THETA_FORMAT, "theta": json.dumps(list(theta))}
     if optimizer_state is not None:
         for pname, slots in optimizer_state.get("state", {}).items():
@@ -65,7 +81,8 @@ def save_theta(
         )
     for k, v in (metadata or {}).items():
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
-    digest = content_sha256(tensors)
+    meta["hashed"] = HASHED
+    digest = content_sha256(tensors, meta)
     meta["sha256"] = digest
     blob = save(tensors, metadata=meta)
     with atomic_write(path, "wb") as f:
@@ -110,12 +127,18 @@ def load_theta(
                 f"θ file {str(p)!r} records no sha256, so it cannot be verified; save θ with "
                 "s4t-edge (Adapter.save_theta / --save-theta)"
             )
-    elif content_sha256(tensors) != expected:
+    elif content_sha256(tensors, meta if meta.get("hashed") == HASHED else None) != expected:
         raise ArtifactError(
             f"θ file {str(p)!r} fails its sha256 check (corrupted or edited); "
             "restore a previous copy or adapt again"
         )
     theta_all = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
+    bad = sorted(k for k, v in tensors.items() if not np.isfinite(v).all())
+    if bad:
+        raise ArtifactError(
+            f"θ file {str(p)!r} holds NaN or infinite values (tensor {bad[0]!r}); "
+            "restore a previous copy or adapt again"
+        )
     if specs is not None:
         theta: dict[str, np.ndarray] = {}
         for s in specs:
@@ -137,11 +160,21 @@ def load_theta(
         theta = theta_all
     opt_state = None
     if "optimizer" in meta:
-        info = json.loads(meta["optimizer"])
-        state: dict[str, dict[str, np.ndarray]] = {}
-        for k, v in tensors.items():
-            if k.startswith(OPTIM_PREFIX):
-                slot, pname = k[len(OPTIM_PREFIX) :].split("/", 1)
-                state.setdefault(pname, {})[slot] = v
-        opt_state = {"config": info.get("config"), "steps": info.get("steps", 0), "state": state}
+        try:
+            info = json.loads(meta["optimizer"])
+            state: dict[str, dict[str, np.ndarray]] = {}
+            for k, v in tensors.items():
+                if k.startswith(OPTIM_PREFIX):
+                    slot, pname = k[len(OPTIM_PREFIX) :].split("/", 1)
+                    state.setdefault(pname, {})[slot] = v
+            opt_state = {
+                "config": info.get("config"),
+                "steps": int(info.get("steps", 0)),
+                "state": state,
+            }
+        except (ValueError, TypeError, AttributeError) as e:
+            raise ArtifactError(
+                f"θ file {str(p)!r} has malformed optimiser metadata ({e}); "
+                "restore a previous copy or adapt again"
+            ) from None
     return theta, {"metadata": meta, "optimizer_state": opt_state}

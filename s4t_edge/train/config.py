@@ -9,6 +9,8 @@ error instead of a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +46,18 @@ def _from_dict(cls: type, d: Mapping[str, Any], rename: Mapping[str, str] | None
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"bad {cls.__name__}: {e}") from None
+
+
+def _whole(v: Any) -> bool:
+    """An integer value (3 or 3.0), not a bool, NaN or infinity."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        return False
+    return math.isfinite(v) and int(v) == v
+
+
+def _finite(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise ConfigError(f"{name} must be a finite number, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -115,13 +129,18 @@ class S4TConfig:
         object.__setattr__(
             self, "loss_weights", {str(k): float(v) for k, v in self.loss_weights.items()}
         )
+        _finite("S4T lambda", self.lambda_)
+        _finite("edge_pos_weight", self.edge_pos_weight)
+        _finite("weight_power", self.weight_power)
+        for k, v in self.loss_weights.items():
+            _finite(f"loss weight of {k!r}", v)
         if self.lambda_ < 0 or any(v < 0 for v in self.loss_weights.values()):
             raise ConfigError("S4T lambda and loss weights must be >= 0")
         if self.edge_pos_weight <= 0:
             raise ConfigError(f"edge_pos_weight must be > 0, got {self.edge_pos_weight}")
         if self.normals_loss not in ("l1", "cosine"):
             raise ConfigError(f"unknown normals_loss {self.normals_loss!r}; use 'l1' or 'cosine'")
-        if int(self.steps) != self.steps or self.steps < 0:
+        if not _whole(self.steps) or self.steps < 0:
             raise ConfigError(f"S4T steps must be a non-negative integer, got {self.steps}")
 
     def weight(self, task: str, kind: str | None = None) -> float:
@@ -189,8 +208,10 @@ class TrainConfig:
     grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("lr", "poly_power", "weight_decay", "grad_clip", "val_fraction"):
+            _finite(f"train {name}", getattr(self, name))
         for name in ("steps", "batch_size"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
+            if not _whole(getattr(self, name)) or getattr(self, name) < 1:
                 raise ConfigError(
                     f"train {name} must be a positive integer, got {getattr(self, name)}"
                 )
@@ -202,7 +223,7 @@ class TrainConfig:
             "checkpoint_every",
             "val_max_images",
         ):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 0:
+            if not _whole(getattr(self, name)) or getattr(self, name) < 0:
                 raise ConfigError(
                     f"train {name} must be a non-negative integer, got {getattr(self, name)}"
                 )

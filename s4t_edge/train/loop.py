@@ -13,6 +13,7 @@ only rank 0 validates and writes files.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -26,27 +27,25 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from s4t_edge.errors import ArtifactError, ConfigError, OutputPathError
+from s4t_edge.errors import ConfigError, OutputPathError
 from s4t_edge.metrics import format_metrics_line
+from s4t_edge.train.checkpoint import is_checkpoint_dir, load_checkpoint, save_checkpoint
 from s4t_edge.train.config import S4TConfig, TrainConfig
 from s4t_edge.train.evaluate import check_dataset_fits, dataset_labels, evaluate, preprocess
 from s4t_edge.train.losses import labels_to_torch, pretrain_loss
 from s4t_edge.train.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
+    RUN_FORMAT,
     WEIGHTS_FILE,
     Run,
     configs_from_dict,
-    load_model_state,
-    load_tensors,
     model_state,
-    optimizer_from_files,
-    optimizer_to_files,
     read_config,
     save_tensors,
     write_config,
 )
-from s4t_edge.utils import ensure_writable_dir, write_json
+from s4t_edge.utils import ensure_writable_dir
 
 
 # --------------------------------------------------------------------------- distributed
@@ -187,52 +186,33 @@ def split_validation(ds: Any, cfg: TrainConfig) -> tuple[_Arrays, _Arrays | None
     return _Arrays.of(ds, np.sort(perm[n_val:])), _Arrays.of(ds, np.sort(perm[:n_val])), n_val
 
 
-# --------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(
-    run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int, history: list
-) -> None:
-    ck = run_dir / CHECKPOINT_DIR
-    meta = {"step": str(step)}
-    save_tensors(ck / "model.safetensors", model_state(model), meta)
-    tensors, info = optimizer_to_files(opt)
-    save_tensors(ck / "optimizer.safetensors", tensors, meta)
-    write_json(ck / "state.json", {"step": step, "optimizer": info, "history": history})
-
-
-def _load_checkpoint(
-    run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer
-) -> tuple[int, list]:
-    import json
-
-    ck = run_dir / CHECKPOINT_DIR
-    try:
-        state = json.loads((ck / "state.json").read_text())
-        step = int(state["step"])
-    except FileNotFoundError:
-        raise ArtifactError(
-            f"{str(run_dir)!r} has no checkpoint to resume from; start a new run without --resume"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ArtifactError(
-            f"checkpoint state in {str(ck)!r} is corrupt ({e}); start a new run"
-        ) from None
-    weights, wmeta = load_tensors(ck / "model.safetensors", "checkpoint weights")
-    otensors, ometa = load_tensors(ck / "optimizer.safetensors", "checkpoint optimizer state")
-    if wmeta.get("step") != str(step) or ometa.get("step") != str(step):
-        raise ArtifactError(
-            f"checkpoint in {str(ck)!r} is torn (files from different steps, likely a crash while "
-            "saving); start a new run"
-        )
-    load_model_state(model, weights, str(ck / "model.safetensors"))
-    optimizer_from_files(opt, otensors, state["optimizer"])
-    return step, list(state.get("history", []))
+# --------------------------------------------------------------------------- run directory
+def is_run_dir(out: Path) -> bool:
+    """Whether the config.json / checkpoint/ in `out` are an s4t-edge run's."""
+    cfg = out / CONFIG_FILE
+    if cfg.exists():
+        try:
+            return json.loads(cfg.read_text()).get("format") == RUN_FORMAT
+        except (OSError, ValueError, AttributeError):
+            return False
+    return is_checkpoint_dir(out / CHECKPOINT_DIR)
 
 
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    ensure_writable_dir(out)
+    """Create `out`, or check that it may be (re)used; --overwrite removes only run files.
+
+    A `config.json` or `checkpoint/` that s4t-edge did not write makes the directory someone
+    else's: it is refused even with --overwrite, so nothing of theirs is deleted.
+    """
+    ensure_writable_dir(out, "--out")
     has_run = (out / CONFIG_FILE).exists() or (out / CHECKPOINT_DIR).exists()
     if resume:
         return
+    if has_run and not is_run_dir(out):
+        raise OutputPathError(
+            f"{str(out)!r} holds a config.json or checkpoint/ that s4t-edge did not write; "
+            "choose another --out (--overwrite only replaces an s4t-edge run)"
+        )
     if has_run and not overwrite:
         raise OutputPathError(
             f"{str(out)!r} already holds a run; pass --resume to continue it, --overwrite to "
@@ -325,6 +305,12 @@ def train(
             train_arr, val_arr, n_held = split_validation(train_ds, cfg)
         else:
             train_arr, val_arr, n_held = _Arrays.of(train_ds), _Arrays.of(val_ds), 0
+        if cfg.batch_size > len(train_arr):
+            raise ConfigError(
+                f"--batch-size {cfg.batch_size} is larger than the training set "
+                f"({len(train_arr)} images after holding out validation); use at most "
+                f"{len(train_arr)} or more data"
+            )
         labelled = all(t in train_arr.labels for t in kinds)
         net: torch.nn.Module = model
         if info.world > 1:
@@ -336,7 +322,7 @@ def train(
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         start, history = 0, []
         if resume:
-            start, history = _load_checkpoint(out, model, opt)
+            start, history = load_checkpoint(out, model, opt)
             if start >= cfg.steps:
                 raise ConfigError(
                     f"the run in {str(out)!r} already reached step {start} of {cfg.steps}; "
@@ -418,7 +404,7 @@ def train(
             if info.is_main and (
                 step == end or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
             ):
-                _save_checkpoint(out, model, opt, step, history)
+                save_checkpoint(out, model, opt, step, history)
         bar.close()
         elapsed = time.perf_counter() - t0
         if info.world > 1:

@@ -4,7 +4,7 @@ Layout::
 
     RUN_DIR/config.json          {"model", "s4t", "train", "data", "metrics", "status", "step"}
     RUN_DIR/model.safetensors    final weights (written once training finishes)
-    RUN_DIR/checkpoint/          resumable state: model.safetensors, optimizer.safetensors, state.json
+    RUN_DIR/checkpoint/          resumable state, atomic as a set (s4t_edge.train.checkpoint)
 
 No pickle anywhere: tensors go to safetensors, everything else to JSON.  Every file is written
 atomically, and each checkpoint file records the step it belongs to so that a checkpoint torn by a

@@ -78,13 +78,23 @@ def test_image_validation(toy_artifact: Path) -> None:
 
 
 def test_graph_io_mismatch_is_artifact_error(toy_artifact: Path) -> None:
+
+    # A manifest consistent in itself (the validator passes it) whose names the graphs lack.
+    m = toy_artifact / "manifest.json"
+    m.write_text(m.read_text().replace('"cut/feat"', '"cut/other"'))
+    with pytest.raises(ArtifactError, match="backbone.onnx does not match manifest"):
+        load(toy_artifact)
+
+
+def test_graph_shape_mismatch_is_artifact_error(toy_artifact: Path) -> None:
     import json
 
     m = toy_artifact / "manifest.json"
     d = json.loads(m.read_text())
-    d["graphs"]["predict"]["inputs"][0]["name"] = "cut/other"
+    d["mask_noise"]["shape"] = [2, 7]
+    d["graphs"]["step"]["inputs"][-1]["shape"] = [2, 7]
     m.write_text(json.dumps(d))
-    with pytest.raises(ArtifactError, match="predict.onnx does not match manifest"):
+    with pytest.raises(ArtifactError, match="step.onnx does not match manifest.*mask_noise"):
         load(toy_artifact)
 
 

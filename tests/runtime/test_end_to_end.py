@@ -53,8 +53,8 @@ def _flat(theta: dict) -> np.ndarray:
 def sessions(exported) -> dict:
     from s4t_edge.runtime import load
 
-    _, art = exported
-    return {b: load(art, backend=b) for b in ("onnxruntime", "torch")}
+    run, art = exported
+    return {"onnxruntime": load(art), "torch": load(art, backend="torch", source=run)}
 
 
 @pytest.mark.parametrize("lr", [None, 0.05])  # None: the manifest's published SGD (lr 2e-5)
@@ -82,8 +82,8 @@ def test_torch_backend_on_cuda_follows_the_cpu_trajectory(sessions, exported, im
 
     from s4t_edge.runtime import Adapter, load
 
-    _, art = exported
-    cuda = load(art, backend="torch", device="cuda")
+    run, art = exported
+    cuda = load(art, backend="torch", device="cuda", source=run)
     assert cuda.backend.describe()["device"].startswith("cuda")
     ref = Adapter(sessions["onnxruntime"], steps=40, seed=0, lr=0.05).adapt(images[:2])
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
@@ -102,8 +102,8 @@ def test_torch_backend_on_cuda_follows_the_cpu_trajectory(sessions, exported, im
 def test_reference_protocol(exported, images) -> None:
     from s4t_edge.runtime import Adapter, load
 
-    _, art = exported
-    session = load(art, backend="reference")
+    run, art = exported
+    session = load(art, backend="reference", source=run)
     params0 = {k: v.clone() for k, v in session.model.state_dict().items()}
     a = Adapter(session, steps=3, seed=0, predict_before=True)
     r1 = a.adapt(images[:2])

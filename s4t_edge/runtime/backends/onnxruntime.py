@@ -20,6 +20,7 @@ from s4t_edge.runtime.backends.base import Backend, Cut, StepResult
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
 
 
 def _import_ort() -> Any:
@@ -148,6 +149,20 @@ class OnnxRuntimeBackend(Backend):
                 f"{spec.file} does not match manifest.json (I/O names differ: {', '.join(diff[:4])}); "
                 "re-export the artifact"
             )
+        # Static shapes and dtypes too: the runtime allocates and feeds by the manifest.
+        graph_io = {i.name: i for i in (*sess.get_inputs(), *sess.get_outputs())}
+        for t in (*spec.inputs, *spec.outputs):
+            io = graph_io.get(t.name)
+            if io is None:
+                continue
+            shape = tuple(d if isinstance(d, int) else -1 for d in io.shape)
+            dtype = _ORT_DTYPES.get(io.type)
+            if shape != t.shape or (dtype is not None and dtype != t.dtype):
+                raise ArtifactError(
+                    f"{spec.file} does not match manifest.json: {t.name!r} is {list(shape)} "
+                    f"{dtype} in the graph, {list(t.shape)} {t.dtype} in the manifest; "
+                    "re-export the artifact"
+                )
 
     # ------------------------------------------------------------------ calls
     def _run(self, graph: str, outputs: list[str] | None, feeds: dict[str, Any]) -> list[Any]:

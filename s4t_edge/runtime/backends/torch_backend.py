@@ -40,14 +40,20 @@ def resolve_device(torch: Any, device: str | None) -> Any:
 
 
 def source_run_dir(artifact: Artifact, source: str | Path | None) -> Path:
-    """The run directory to rebuild the PyTorch model from (`source=` beats the manifest)."""
-    run = source if source is not None else artifact.manifest.get("source_run")
-    if not run:
+    """The run directory to rebuild the PyTorch model from: always the caller's `source`.
+
+    The manifest records where the artifact was exported from, but a path written inside an
+    artifact never decides what else is read (a copied or hostile artifact could point anywhere),
+    so it only appears in the message.
+    """
+    if source is None or str(source) == "":
+        recorded = artifact.manifest.get("source_run")
+        hint = f" (the artifact was exported from {recorded!r})" if recorded else ""
         raise BackendError(
-            "this artifact records no source run directory; pass the trained run with "
-            "--source RUN_DIR (source=RUN_DIR in Python)"
+            f"the torch and reference backends rebuild the trained model: pass its run "
+            f"directory with --source RUN_DIR (source=RUN_DIR in Python){hint}"
         )
-    p = Path(run)
+    p = Path(source)
     if not p.is_dir():
         raise BackendError(
             f"source run directory {str(p)!r} does not exist here; pass the trained run with "
