@@ -38,7 +38,7 @@ from s4t_edge.errors import ConfigError
     "--source",
     type=click.Path(path_type=Path),
     default=None,
-    help="torch/reference: the trained run directory [manifest: source_run].",
+    help="torch/reference: the trained run directory (required by those backends).",
 )
 @click.option(
     "--batch-size",

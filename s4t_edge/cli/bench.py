@@ -34,7 +34,7 @@ def _split_backends(value: str) -> tuple[str, ...]:
     "--source",
     type=click.Path(path_type=Path),
     default=None,
-    help="Trained run directory for torch/reference [manifest: source_run]; implies --reference.",
+    help="Trained run directory for torch/reference (required by them); implies --reference.",
 )
 @click.option("--steps", type=int, default=40, show_default=True, help="K steps per episode.")
 @click.option(

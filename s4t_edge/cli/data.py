@@ -10,11 +10,8 @@ import click
 import numpy as np
 
 from s4t_edge.data import DOMAINS, get_domain, load_dataset, save_dataset, synth
-from s4t_edge.data.dataset import available_memory, check_output_path
-from s4t_edge.errors import ConfigError, OutputPathError
-
-# image RGB + semseg + depth float32 + normals 3 x float32 + edge, per pixel
-_BYTES_PER_PIXEL = 3 + 1 + 4 + 12 + 1
+from s4t_edge.data.dataset import BYTES_PER_PIXEL, check_output_path, require_memory
+from s4t_edge.errors import OutputPathError
 
 
 @click.group("data")
@@ -59,13 +56,11 @@ def synth_command(
             f"{out!r} exists; pass --overwrite to replace it or choose another --out"
         )
     if n >= 1 and size >= 1:
-        need = n * size * size * _BYTES_PER_PIXEL
-        avail = available_memory()
-        if avail is not None and need > 0.8 * avail:
-            raise ConfigError(
-                f"{n} images of {size}x{size} need {need / 2**30:.1f} GiB of memory, "
-                f"{avail / 2**30:.1f} GiB are available; render fewer (--n) or in several files"
-            )
+        require_memory(
+            n * size * size * BYTES_PER_PIXEL,
+            f"rendering {n} images of {size}x{size}",
+            "render fewer (--n) or in several files",
+        )
     t0 = time.perf_counter()
     with tqdm(
         total=max(n, 0), desc=f"synth {domain}", unit="img", disable=None, leave=False

@@ -94,6 +94,8 @@ def command(
         raise ConfigError("nothing to evaluate: give --data FILE.npz and/or --shifts")
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    if shifts and n < 1:
+        raise ConfigError(f"--n must be at least 1 image per domain, got {n}")
     # Output paths are checked before any (slow) evaluation.
     for p, what in ((json_path, "--json"), (md_path, "--markdown")):
         if p is not None:

@@ -162,6 +162,20 @@ def available_memory() -> int | None:
     return None
 
 
+#: Bytes of one labelled pixel in memory: RGB, semseg, depth float32, normals 3 x float32, edge.
+BYTES_PER_PIXEL = 3 + 1 + 4 + 12 + 1
+
+
+def require_memory(need: int, what: str, hint: str) -> None:
+    """Refuse (DataError) work whose arrays would not fit in 80% of the available memory."""
+    avail = available_memory()
+    if avail is not None and need > 0.8 * avail:
+        raise DataError(
+            f"{what} needs {need / 2**30:.1f} GiB but only {avail / 2**30:.1f} GiB of memory "
+            f"is available; {hint}"
+        )
+
+
 @dataclass(frozen=True)
 class _Member:
     """One array of the archive, known from its header before anything is allocated."""
@@ -325,12 +339,9 @@ def load_dataset(path: str | os.PathLike[str], limit: int | None = None) -> Data
             raise DataError(f"{where}: 'meta' is {heads['meta'].nbytes():,} bytes; keep it small")
         rows = None if limit is None else int(limit)
         need = sum(h.nbytes(rows if k != "meta" else None) for k, h in heads.items())
-        avail = available_memory()
-        if avail is not None and need > 0.8 * avail:
-            raise DataError(
-                f"{where}: reading it needs {need / 2**30:.1f} GiB but only {avail / 2**30:.1f} "
-                "GiB of memory is available; read fewer images (--limit N) or split the file"
-            )
+        require_memory(
+            need, f"{where}: reading it", "read fewer images (--limit N) or split the file"
+        )
         arrays = {k: _read_member(zf, h, rows, where) for k, h in heads.items() if k in _SPEC}
         meta = (
             _parse_meta(_read_member(zf, heads["meta"], None, where), where)

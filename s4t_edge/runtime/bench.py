@@ -61,7 +61,7 @@ class BenchConfig:
     steps: int = 40  # K adaptation steps per episode (published: 40)
     backends: tuple[str, ...] = ("onnxruntime",)  # θ backends to measure
     reference: bool = False  # also the published protocol and the published forward (torch)
-    source: str | None = None  # run directory for torch/reference (default: manifest source_run)
+    source: str | None = None  # run directory for torch/reference (required by them)
     warmup: int = 1  # untimed episodes per contender before timing (graph init, allocator)
     repeat: int = 5  # timed episodes per contender, interleaved round-robin
     stage_repeat: int = 10  # timed calls per stage per contender, interleaved

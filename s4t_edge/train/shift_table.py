@@ -89,10 +89,13 @@ def evaluate_shifts(
         progress: called with each domain name before it is rendered and evaluated.
     """
     from s4t_edge.data import DOMAINS, synth
+    from s4t_edge.data.dataset import BYTES_PER_PIXEL, require_memory
 
     h, w = model.config.input_size
     if h != w:
         raise ConfigError(f"the synthetic shifts render square images; this model expects {h}x{w}")
+    # one domain's images and labels are held at a time
+    require_memory(n * h * w * BYTES_PER_PIXEL, f"{n} images per domain", "use a smaller --n")
     names = list(DOMAINS) if domains is None else list(domains)
     unknown = [d for d in names if d not in DOMAINS]
     if unknown:
