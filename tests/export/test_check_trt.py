@@ -87,3 +87,42 @@ def test_unknown_trt_version_is_one_line(tiny_artifact: Path, capsys, bad: str) 
     code, out, err = _run(capsys, "check", str(tiny_artifact), "--trt", bad)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: --trt")
+
+
+_SCOPES = [
+    ("norm", ()),
+    ("norm@backbone.layer4", ()),
+    ("norm@backbone.layer4+norm@joint_decoder", ()),
+    ("norm@joint_decoder", ()),
+    ("adapters", ("layer3", "layer4")),
+    ("all", ()),
+]
+
+
+def _export_and_check(preset: str, scope: str, adapters: tuple[str, ...], out: Path) -> None:
+    import torch
+
+    from s4t_edge.export.exporter import ExportConfig, export_model
+    from s4t_edge.models import DEFAULT_TASKS, build_model
+    from s4t_edge.train.config import S4TConfig
+
+    torch.manual_seed(0)
+    cfg = ExportConfig(batch=1, scope=scope, add_adapters=adapters, validate=False)
+    art = export_model(build_model(preset, DEFAULT_TASKS), S4TConfig(), out, cfg).out_dir
+    for g in ("backbone", "step", "predict"):
+        findings = check_tensorrt(onnx.load(str(art / f"{g}.onnx")), "10.3")
+        assert [str(f) for f in findings if f.severity == "error"] == [], (preset, scope, g)
+
+
+def test_scope_all_passes_the_10_3_table(tmp_path: Path) -> None:
+    """`all` puts every backward (convolution, pooling, BatchNorm, LayerNorm, resize) in the step."""
+    _export_and_check("tiny", "all", (), tmp_path / "all")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["tiny", "resnet18", "paper"])
+@pytest.mark.parametrize(("scope", "adapters"), _SCOPES, ids=[s for s, _ in _SCOPES])
+def test_every_builtin_scope_passes_the_10_3_table(
+    tmp_path: Path, preset: str, scope: str, adapters: tuple[str, ...]
+) -> None:
+    _export_and_check(preset, scope, adapters, tmp_path / "art")
