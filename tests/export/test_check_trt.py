@@ -114,11 +114,9 @@ def _export_and_check(preset: str, scope: str, adapters: tuple[str, ...], out: P
         assert [str(f) for f in findings if f.severity == "error"] == [], (preset, scope, g)
 
 
-def test_scope_all_passes_the_10_3_table(tmp_path: Path) -> None:
-    """`all` puts every backward (convolution, pooling, BatchNorm, LayerNorm, resize) in the step."""
-    _export_and_check("tiny", "all", (), tmp_path / "all")
-
-
+# The default scope is checked above on the session's artifact (no extra export); each other
+# scope costs a trace and an ONNX export (~30-60 s on two cores), hence slow.  `all` puts every
+# backward (convolution, pooling, BatchNorm, LayerNorm, resize) in the step.
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny", "resnet18", "paper"])
 @pytest.mark.parametrize(("scope", "adapters"), _SCOPES, ids=[s for s, _ in _SCOPES])
