@@ -14,15 +14,9 @@ from s4t_edge.errors import OutputPathError
 @click.option(
     "--fp16",
     is_flag=True,
-    help="Run the backbone in half precision (the cut tensors, step and predict stay fp32).",
-)
-@click.option(
-    "--strongly-typed/--weakly-typed",
-    "strongly_typed",
-    default=None,
-    help="fp16 path: rewrite the backbone ONNX to fp16 and build a strongly-typed network, or "
-    "use the FP16 builder flag.  Default: strongly typed where TensorRT deprecates the flag "
-    "(10.12+), the flag on TensorRT 10.3-10.11.",
+    help="Run the backbone in half precision (the cut tensors, step and predict stay fp32): an "
+    "fp16 copy of the backbone ONNX built strongly typed (TensorRT 10.0+ and 11.x; the FP16 "
+    "builder flag only on a TensorRT without strong typing).",
 )
 @click.option(
     "--tf32", is_flag=True, help="Allow TF32 math in backbone and predict (never in step)."
@@ -51,7 +45,6 @@ from s4t_edge.errors import OutputPathError
 def command(
     artifact: Path,
     fp16: bool,
-    strongly_typed: bool | None,
     tf32: bool,
     workspace_mib: int | None,
     timing_cache: Path | None,
@@ -66,9 +59,10 @@ def command(
     its ONNX file with the static shapes of the manifest and stored under ARTIFACT/engines/,
     keyed by graph hash, TensorRT version, GPU and precision: later runs reuse valid engines and
     rebuild stale or foreign ones.  The options given here become the defaults of
-    `s4t-edge adapt/bench --backend tensorrt` for this artifact.
+    `s4t-edge adapt/bench --backend tensorrt` for this artifact.  Every graph is built as a
+    strongly typed network wherever TensorRT offers one (10.0+, and all of 11.x).
 
-    Needs TensorRT 10.3+ and a CUDA GPU (JetPack 6.1+ on Jetson).
+    Needs TensorRT 10.3+ and a CUDA GPU (JetPack 6.1+ on Jetson, 7.1 on Thor).
     """
     # Library imports inside the command: `s4t-edge --help` must not pay for them, and a missing
     # TensorRT must surface as the library's one-line hint, not an ImportError here.
@@ -81,7 +75,6 @@ def command(
     art = Artifact.load(artifact)
     cfg = BuildConfig(
         fp16=fp16,
-        strongly_typed=strongly_typed,
         tf32=tf32,
         workspace_mib=workspace_mib,
         timing_cache=str(timing_cache) if timing_cache else None,
@@ -100,7 +93,7 @@ def command(
         f"{len(report.engines)} engines ({built} built, {len(report.engines) - built} cached, "
         f"{total_mib:.1f} MiB) for {report.device['name']} "
         f"(sm {report.device['compute_capability']}) "
-        f"with TensorRT {report.tensorrt} in {artifact / 'engines'}"
+        f"with TensorRT {report.tensorrt} ({report.typing}ly typed) in {artifact / 'engines'}"
     )
     if json_path is not None:
         try:

@@ -11,9 +11,16 @@ into forward ops:
 
 The forward bilinear resize is kept as one op (``s4t::resize_bilinear``) so that the exporter emits
 a single ONNX ``Resize`` instead of the gather-based lowering torch.export would otherwise produce.
+
+LayerNorm's backward reads the mean and inverse standard deviation that ``native_layer_norm``
+returns next to its output, which the exporter emits as a three-output ONNX LayerNormalization;
+TensorRT's parser produces only the first output (Y).  `split_layer_norm_statistics` leaves the
+LayerNormalization computing Y alone and gives the backward its own mean/variance reductions.
 """
 
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 import torch
@@ -230,5 +237,54 @@ def replace_resizes(gm: torch.fx.GraphModule) -> int:
             node.args = (x, int(size[0]), int(size[1]))
             node.kwargs = {}
             count += 1
+    gm.recompile()
+    return count
+
+
+def split_layer_norm_statistics(gm: torch.fx.GraphModule) -> int:
+    """Compute the mean/rstd a LayerNorm backward reads with reductions of their own.
+
+    ``native_layer_norm(x, shape, w, b, eps)`` returns (y, mean, rstd); the traced backward
+    consumes mean and rstd, so the ONNX LayerNormalization would need all three outputs, and
+    TensorRT's importer makes only Y.  Here those two users are rewired to
+    ``mean = E[x]`` and ``rstd = 1/sqrt(E[(x - mean)^2] + eps)`` over the normalised axes (the
+    biased variance, as PyTorch's forward uses), so the node keeps a single used output and
+    exports as single-output LayerNormalization.  Returns the number of nodes rewired.
+    """
+    graph = gm.graph
+    count = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not aten.native_layer_norm.default:
+            continue
+        stats = {
+            u.args[1]: u
+            for u in node.users
+            if u.target is operator.getitem and u.args[1] in (1, 2) and u.users
+        }
+        if not stats:
+            continue
+        x, shape = node.args[0], node.args[1]
+        eps = float(node.args[4])
+        ndim = x.meta["val"].dim()
+        dims = list(range(ndim - len(shape), ndim))
+        stat_meta = next(iter(stats.values())).meta
+        with graph.inserting_before(node):
+            mean = graph.call_function(aten.mean.dim, (x, dims, True))
+            centered = graph.call_function(aten.sub.Tensor, (x, mean))
+            square = graph.call_function(aten.mul.Tensor, (centered, centered))
+            var = graph.call_function(aten.mean.dim, (square, dims, True))
+            shifted = graph.call_function(aten.add.Tensor, (var, eps))
+            rstd = graph.call_function(aten.rsqrt.default, (shifted,))
+        # Shapes for the partitioner (a statistic can become a cut tensor): mean-like or x-like.
+        for n in (mean, var, shifted, rstd):
+            n.meta = dict(stat_meta)
+        for n in (centered, square):
+            n.meta = dict(x.meta)
+        if 1 in stats:
+            stats[1].replace_all_uses_with(mean)
+        if 2 in stats:
+            stats[2].replace_all_uses_with(rstd)
+        count += 1
+    graph.eliminate_dead_code()
     gm.recompile()
     return count

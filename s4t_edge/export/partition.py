@@ -68,7 +68,11 @@ def trace_test_time(
     from torch.func import functional_call, grad_and_value
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from s4t_edge.export.decompositions import decomposition_table, replace_resizes
+    from s4t_edge.export.decompositions import (
+        decomposition_table,
+        replace_resizes,
+        split_layer_norm_statistics,
+    )
     from s4t_edge.train.losses import test_time_loss
 
     names = list(theta_names)
@@ -107,6 +111,7 @@ def trace_test_time(
         model.train(was_training)
     _refuse_mutations(gm)
     replace_resizes(gm)
+    split_layer_norm_statistics(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     task_names = tasks or order["tasks"]

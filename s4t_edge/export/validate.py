@@ -1,7 +1,8 @@
 """Validation of an artifact, at export and again by `s4t-edge check ART`.
 
 Checks, in order: every file present with its manifest sha256; onnx.checker on each graph; θ enter
-only as graph inputs (never baked into initializers); every graph passes the TensorRT 10.3 rules;
+only as graph inputs (never baked into initializers); every graph passes the TensorRT operator
+matrix of the target version (10.3, JetPack 6, by default; `s4t_edge.export.trt_rules`);
 ONNX Runtime reproduces the PyTorch references stored in ``parity.safetensors`` (loss, per-task
 losses, autograd gradients and predictions on real images, at a perturbed θ so that a graph which
 ignored its θ inputs would fail).  The references are stored, so `check` needs no torch and can
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import ArtifactError, ConfigError
+from s4t_edge.export.trt_matrix import DEFAULT_VERSION as DEFAULT_TRT  # 10.3, JetPack 6.1/6.2
 
 
 @dataclass
@@ -27,6 +29,7 @@ class CheckReport:
     parity: dict[str, Any] = field(default_factory=dict)
     trt_findings: list[str] = field(default_factory=list)
     passed: list[str] = field(default_factory=list)
+    trt_version: str = DEFAULT_TRT  # the TensorRT table the graphs were checked against
 
     @property
     def ok(self) -> bool:
@@ -242,20 +245,28 @@ def _io_mismatch(spec, model) -> str | None:
     return None
 
 
-def run_checks(root: str | Path, parity: bool = True, key: bytes | None = None) -> CheckReport:
+def run_checks(
+    root: str | Path, parity: bool = True, trt: str = DEFAULT_TRT, key: bytes | None = None
+) -> CheckReport:
     """Every check on an artifact directory; never raises for a bad artifact, reports instead.
 
     The manifest goes through the same validator as `load` (`runtime.manifest_check`), θ is
     read and checked (names, shapes, dtypes, finite values), and every graph's declared I/O is
-    compared with the manifest, before any graph runs.
+    compared with the manifest, before any graph runs.  `trt` is the TensorRT version whose
+    operator matrix the graphs are checked against (every finding of all three graphs is
+    collected in `trt_findings`); an unknown version is a ConfigError, raised before any work.
+    With a signing `key` the manifest's signature must be valid.
     """
     import onnx
 
+    from s4t_edge.export.trt_matrix import normalize_version
     from s4t_edge.export.trt_rules import check_tensorrt
     from s4t_edge.runtime.artifact import Artifact
 
+    trt_version = normalize_version(trt)
     root = Path(root)
-    report = CheckReport()
+    report = CheckReport(trt_version=trt_version)
+    trt_errors: list[str] = []
     try:
         art = Artifact.load(root, verify=True, key=key)
         art.load_theta()
@@ -305,13 +316,18 @@ def run_checks(root: str | Path, parity: bool = True, key: bytes | None = None) 
         if name == "backbone" and inputs & theta_names:
             report.failures.append("backbone.onnx takes θ as input: the frozen part is not frozen")
             return report
-        for f in check_tensorrt(model):
+        for f in check_tensorrt(model, trt_version):
             line = f"{g['file']}: {f}"
             report.trt_findings.append(line)
             if f.severity == "error":
-                report.failures.append(f"TensorRT 10.3 would reject {line}")
-                return report
-    report.passed.append("onnx.checker, θ only as inputs, TensorRT 10.3 rules")
+                trt_errors.append(line)
+    if trt_errors:
+        # Every violation is in trt_findings; the failure line counts them and names the first.
+        report.failures.append(
+            f"TensorRT {trt_version} would reject {len(trt_errors)} node(s); first: {trt_errors[0]}"
+        )
+        return report
+    report.passed.append(f"onnx.checker, θ only as inputs, TensorRT {trt_version} operator matrix")
     if parity:
         try:
             _parity(root, manifest, report)

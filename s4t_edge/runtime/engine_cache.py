@@ -32,7 +32,8 @@ from s4t_edge.utils import atomic_write, sha256_file, write_json
 INDEX_FORMAT = "s4t-edge-engines"
 INDEX_VERSION = 1
 # Bump when the way engines are built changes (flags, graph rewrites): old engines become stale.
-RECIPE_VERSION = 1
+# 2: every graph strongly typed wherever TensorRT offers it (fp32 engines were weakly typed).
+RECIPE_VERSION = 2
 ENGINES_DIR = "engines"
 
 

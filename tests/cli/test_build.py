@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import onnx
 import pytest
 
 from s4t_edge.cli.main import main
@@ -67,7 +68,7 @@ def test_help_lists_the_options() -> None:
         timeout=60,
     )
     assert proc.returncode == 0
-    for option in ("--fp16", "--strongly-typed", "--workspace", "--timing-cache", "--force"):
+    for option in ("--fp16", "--tf32", "--workspace", "--timing-cache", "--force"):
         assert option in proc.stdout
 
 
@@ -96,17 +97,24 @@ def test_build_with_fake_tensorrt(
           "--json", str(report_path)])  # fmt: skip
     out = capsys.readouterr().out
     assert "4 engines (4 built, 0 cached" in out and "FakeGPU" in out
+    assert "with TensorRT 10.3.0.30 (strongly typed)" in out
     report = json.loads(report_path.read_text())
     precisions = {e["graph"]: e["precision"] for e in report["engines"]}
     assert precisions == {
-        "backbone": "fp16",
+        "backbone": "fp16-strongly-typed",
         "step": "fp32",
         "predict": "fp32",
         "update-sgd": "fp32",
     }
     assert report["timing_cache"] == str(timing) and timing.exists()
-    fp16_builds = [model.graph.name for model, _n, flags, _w in fake_env.builds if "FP16" in flags]
-    assert fp16_builds == ["backbone"], "only the backbone is ever built with the FP16 flag"
+    # TensorRT 10.3 offers strong typing: no FP16 flag anywhere; only the backbone is rewritten.
+    assert not [m for m, _n, flags, _w in fake_env.builds if "FP16" in flags]
+    halves = [  # builds run in order backbone, step, predict, update-sgd
+        i
+        for i, (m, _n, _f, _w) in enumerate(fake_env.builds)
+        if any(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer)
+    ]
+    assert halves == [0], halves
     assert all(w == 32 << 20 for _m, _n, _f, w in fake_env.builds)
     # Second run: everything cached.
     main(["build", str(art), "--fp16"])

@@ -85,3 +85,48 @@ def test_slice_backward_is_a_zero_pad():
     ref = torch.zeros(2, 7, 4)
     ref[:, 2:5] = g
     assert torch.equal(out, ref)
+
+
+def test_layer_norm_backward_gets_its_own_statistics(tmp_path):
+    """After the rewrite the traced LayerNorm keeps one used output (TensorRT's importer makes
+    only Y), the gradients still equal autograd, and the ONNX graph passes the 10.3 table."""
+    import onnx
+    import onnxruntime as ort
+    from torch.func import grad_and_value
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from s4t_edge.export.onnx_graphs import export_graph
+    from s4t_edge.export.trt_rules import check_tensorrt
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 8)
+    lin = torch.randn(8, 8)
+
+    def loss(w, b):
+        y = F.layer_norm(x @ lin, (8,), w, b, 1e-6)
+        return (y.tanh() * torch.arange(8.0)).sum()
+
+    def fn(w, b):
+        (gw, gb), value = grad_and_value(loss, argnums=(0, 1))(w, b)
+        return value, gw, gb
+
+    w, b = torch.randn(8), torch.randn(8)
+    gm = make_fx(fn, decomposition_table=dec.decomposition_table())(w, b)
+    lns = [n for n in gm.graph.nodes if n.target is torch.ops.aten.native_layer_norm.default]
+    assert lns and any(len(n.users) > 1 for n in lns), "the backward reads mean/rstd before"
+    assert dec.split_layer_norm_statistics(gm) == len(lns)
+    for n in lns:
+        assert [u.args[1] for u in n.users] == [0], "only Y is left in use"
+    (ref_gw, ref_gb), ref = grad_and_value(loss, argnums=(0, 1))(w, b)
+    got = gm(w, b)
+    for a, r in zip(got, (ref, ref_gw, ref_gb)):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+    model = export_graph(gm, [w, b], ["w", "b"], ["loss", "gw", "gb"], tmp_path / "ln.onnx")
+    ln_nodes = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    assert ln_nodes and all(len([o for o in n.output if o]) == 1 for n in ln_nodes)
+    assert [f for f in check_tensorrt(model, "10.3") if f.severity == "error"] == []
+    sess = ort.InferenceSession(str(tmp_path / "ln.onnx"), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, {"w": w.numpy(), "b": b.numpy()})
+    for a, r in zip(outs, (ref, ref_gw, ref_gb)):
+        torch.testing.assert_close(torch.from_numpy(a).reshape(r.shape), r, atol=1e-4, rtol=1e-4)
+    onnx.checker.check_model(model)

@@ -429,10 +429,24 @@ class HostDriver(CudaDriver):
 _NP = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16", TensorProto.INT64: "int64"}
 
 
-def _fake_tensorrt(version: str = "10.3.0.30", has_fp16_flag: bool = True) -> types.ModuleType:
-    """A stand-in `tensorrt` with the documented 10.x Python API; engines run in ONNX Runtime."""
+def _fake_tensorrt(
+    version: str = "10.3.0.30",
+    has_fp16_flag: bool | None = None,
+    has_strong_typing: bool = True,
+) -> types.ModuleType:
+    """A stand-in `tensorrt` with the documented Python API of `version`; engines run in ORT.
+
+    10.x: BuilderFlag.FP16 and OBEY_PRECISION_CONSTRAINTS exist (unless `has_fp16_flag` is
+    False); 11.x: they are gone, as the 11.x migration guide lists, and so is
+    ICudaEngine.device_memory_size.  `has_strong_typing=False` mimics a TensorRT whose
+    NetworkDefinitionCreationFlag has no STRONGLY_TYPED.  A strongly typed network refuses
+    per-layer output types, as the API documents.
+    """
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
+    major = int(version.split(".")[0])
+    if has_fp16_flag is None:
+        has_fp16_flag = major < 11
     trt.float32, trt.float16, trt.int64 = "float32", "float16", "int64"
     trt.builds = []  # (onnx model, network flags, builder flags, workspace) per build
 
@@ -444,13 +458,16 @@ def _fake_tensorrt(version: str = "10.3.0.30", has_fp16_flag: bool = True) -> ty
 
     class BuilderFlag:
         TF32 = "TF32"
-        OBEY_PRECISION_CONSTRAINTS = "OBEY"
 
     if has_fp16_flag:
         BuilderFlag.FP16 = "FP16"
+        BuilderFlag.OBEY_PRECISION_CONSTRAINTS = "OBEY"
 
     class NetworkDefinitionCreationFlag:
-        STRONGLY_TYPED = 1
+        pass
+
+    if has_strong_typing:
+        NetworkDefinitionCreationFlag.STRONGLY_TYPED = 1
 
     class MemoryPoolType:
         WORKSPACE = "WORKSPACE"
@@ -463,19 +480,22 @@ def _fake_tensorrt(version: str = "10.3.0.30", has_fp16_flag: bool = True) -> ty
             self.name, self.shape, self.dtype, self.is_network_output = name, shape, dtype, is_out
 
     class Layer:
-        def __init__(self, outputs: list[Tensor]) -> None:
+        def __init__(self, outputs: list[Tensor], strongly_typed: bool) -> None:
             self.outputs, self.output_types = outputs, {}
             self.num_outputs = len(outputs)
+            self.strongly_typed = strongly_typed
 
         def get_output(self, j: int) -> Tensor:
             return self.outputs[j]
 
         def set_output_type(self, j: int, dtype: str) -> None:
+            assert not self.strongly_typed, "strongly typed networks refuse layer output types"
             self.output_types[j] = dtype
 
     class Network:
         def __init__(self, flags: int) -> None:
             self.flags, self.model = flags, None
+            self.strongly_typed = major >= 11 or bool(flags & 2)
             self.inputs: list[Tensor] = []
             self.outputs: list[Tensor] = []
             self.layers: list[Layer] = []
@@ -515,7 +535,7 @@ def _fake_tensorrt(version: str = "10.3.0.30", has_fp16_flag: bool = True) -> ty
                 net.outputs.append(
                     Tensor(vi.name, _dims(vi), _NP[vi.type.tensor_type.elem_type], True)
                 )
-            net.layers.append(Layer(net.outputs))
+            net.layers.append(Layer(net.outputs, net.strongly_typed))
             return True
 
         def get_error(self, i: int) -> str:
@@ -574,6 +594,8 @@ def _fake_tensorrt(version: str = "10.3.0.30", has_fp16_flag: bool = True) -> ty
                 "layer_types": {str(k): v for k, v in network.layers[0].output_types.items()},
                 "workspace": config.workspace,
             }
+            if network.strongly_typed:
+                assert "FP16" not in config.flags, "precision flags need a weakly typed network"
             trt.builds.append((network.model, network.flags, set(config.flags), config.workspace))
             return (
                 b"FAKEPLAN"
@@ -702,10 +724,11 @@ def test_build_then_cached_then_forced(
     assert all(e["built"] for e in report.engines) and len(fake_trt.builds) == 4
     assert report.device["name"] == "FakeGPU" and report.tensorrt == "10.3.0.30"
     assert any("backbone" in line and "built" in line for line in lines)
-    # Workspace in bytes; TF32 cleared everywhere (fp32 requested); no FP16 flag anywhere.
+    # Workspace in bytes; TF32 cleared everywhere (fp32 requested); no FP16 flag anywhere; every
+    # graph strongly typed, since 10.3 offers it (1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)).
     for _model, net_flags, flags, workspace in fake_trt.builds:
         assert workspace == 64 << 20 and "TF32" not in flags and "FP16" not in flags
-        assert net_flags == 0
+        assert net_flags == 1 << 1
     timing = Path(report.timing_cache)
     assert timing.parent == toy_artifact / "engines" and timing.read_bytes().startswith(b".")
     again = build_engines(toy_artifact, BuildConfig(), driver=driver)
@@ -721,66 +744,112 @@ def test_fp16_rebuilds_only_the_backbone_and_never_touches_step(
     fake_trt.builds.clear()
     report = build_engines(toy_artifact, BuildConfig(fp16=True), driver=driver)
     built = {e["graph"]: e for e in report.engines if e["built"]}
-    assert list(built) == ["backbone"] and built["backbone"]["precision"] == "fp16"
-    (_model, net_flags, flags, _ws) = fake_trt.builds[0]
-    assert {"FP16", "OBEY"} <= flags and net_flags == 0
+    assert list(built) == ["backbone"] and built["backbone"]["precision"] == "fp16-strongly-typed"
+    (model, net_flags, flags, _ws) = fake_trt.builds[0]
+    assert net_flags == 1 << 1 and not {"FP16", "OBEY"} & flags
     plan = Path(built["backbone"]["file"]).read_bytes()
     header = json.loads(plan[len(b"FAKEPLAN") :].split(b"\n", 1)[0])
     assert header["outputs"] == {"cut/feat": "float32"}  # the cut stays fp32 at the boundary
-    assert header["layer_types"] == {"0": "float32"}
+    assert header["layer_types"] == {}  # precision is in the graph, not in layer constraints
+    assert {i.name: i.data_type for i in model.graph.initializer}["half"] == TensorProto.FLOAT16
     # fp32 engines of the other graphs remain valid and are kept next to the fp16 backbone.
     graphs = [
         e["key"]["graph"] + ":" + e["key"]["precision"]
         for e in EngineCache.for_artifact(toy_artifact).entries()
     ]
     assert sorted(graphs) == sorted(
-        ["backbone:fp32", "backbone:fp16", "step:fp32", "predict:fp32", "update-sgd:fp32"]
+        [
+            "backbone:fp32",
+            "backbone:fp16-strongly-typed",
+            "step:fp32",
+            "predict:fp32",
+            "update-sgd:fp32",
+        ]
     )
     assert EngineCache.for_artifact(toy_artifact).default_build()["fp16"] is True
+    assert not list((toy_artifact / "engines").glob(".build-*")), "scratch dirs are removed"
+
+
+def test_weak_typing_only_where_the_builder_has_no_strong_typing(
+    monkeypatch: pytest.MonkeyPatch, driver: HostDriver, toy_artifact: Path
+) -> None:
+    """A TensorRT without STRONGLY_TYPED: the FP16 flag, precision constraints, fp32 cut pinned."""
+    trt = _fake_tensorrt("10.3.0.30", has_strong_typing=False)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = build_engines(toy_artifact, BuildConfig(fp16=True), driver=driver)
+    backbone = next(e for e in report.engines if e["graph"] == "backbone")
+    assert backbone["precision"] == "fp16"
+    assert report.typing == "weak"
+    (_model, net_flags, flags, _ws) = trt.builds[0]
+    assert {"FP16", "OBEY"} <= flags and net_flags == 0
+    header = json.loads(Path(backbone["file"]).read_bytes()[len(b"FAKEPLAN") :].split(b"\n", 1)[0])
+    assert header["outputs"] == {"cut/feat": "float32"} and header["layer_types"] == {
+        "0": "float32"
+    }
+    for _model, net_flags, flags, _ws in trt.builds[1:]:  # fp32 graphs: no precision flags
+        assert net_flags == 0 and "FP16" not in flags
 
 
 @pytest.mark.parametrize(
-    ("version", "has_flag", "strong", "expected"),
+    ("version", "strong_flag", "fp16_flag", "expected", "net_flags"),
     [
-        ("10.3.0.30", True, None, "fp16"),
-        ("10.3.0.30", True, True, "fp16-strongly-typed"),
-        ("10.12.0.36", True, None, "fp16-strongly-typed"),
-        ("11.0.0", False, None, "fp16-strongly-typed"),
+        ("10.3.0.30", True, True, "fp16-strongly-typed", 2),  # JetPack 6.1/6.2
+        ("10.13.3.9", True, True, "fp16-strongly-typed", 2),  # JetPack 7.1
+        ("11.0.0", True, False, "fp16-strongly-typed", 2),  # flag accepted, ignored
+        ("11.2.0", False, False, "fp16-strongly-typed", 0),  # always strongly typed
+        ("10.3.0.30", False, True, "fp16", 0),  # no strong typing: the weak path
     ],
 )
-def test_precision_choice_by_tensorrt_version(
-    version: str, has_flag: bool, strong: bool | None, expected: str
+def test_one_build_path_per_tensorrt_family(
+    version: str, strong_flag: bool, fp16_flag: bool, expected: str, net_flags: int
 ) -> None:
-    trt = _fake_tensorrt(version, has_fp16_flag=has_flag)
-    cfg = BuildConfig(fp16=True, strongly_typed=strong)
-    assert graph_recipe("backbone", cfg, trt).precision == expected
+    from s4t_edge.runtime.backends.tensorrt import network_flags
+
+    trt = _fake_tensorrt(version, has_fp16_flag=fp16_flag, has_strong_typing=strong_flag)
+    cfg = BuildConfig(fp16=True)
+    backbone = graph_recipe("backbone", cfg, trt)
+    assert backbone.precision == expected and backbone.fp16_flag == (expected == "fp16")
     for g in ("step", "predict", "update-sgd"):
         recipe = graph_recipe(g, cfg, trt)
         assert recipe.precision == "fp32" and not recipe.fp16_flag and not recipe.tf32
+        assert recipe.strongly_typed == (expected != "fp16")
+        assert network_flags(trt, recipe.strongly_typed) == net_flags
     assert graph_recipe("predict", BuildConfig(tf32=True), trt).precision == "tf32"
     assert graph_recipe("step", BuildConfig(tf32=True), trt).precision == "fp32"
 
 
-def test_weakly_typed_fp16_without_the_flag_is_refused() -> None:
+def test_fp16_without_strong_typing_or_the_flag_is_refused() -> None:
     from s4t_edge.errors import ConfigError
 
-    trt = _fake_tensorrt("11.0.0", has_fp16_flag=False)
-    with pytest.raises(ConfigError, match="strongly-typed"):
-        graph_recipe("backbone", BuildConfig(fp16=True, strongly_typed=False), trt)
+    trt = _fake_tensorrt("10.3.0.30", has_fp16_flag=False, has_strong_typing=False)
+    with pytest.raises(ConfigError, match="neither strongly typed networks nor the FP16"):
+        graph_recipe("backbone", BuildConfig(fp16=True), trt)
+    assert graph_recipe("backbone", BuildConfig(), trt).precision == "fp32"
 
 
-def test_strongly_typed_fp16_builds_the_rewritten_graph(
-    fake_trt: Any, driver: HostDriver, toy_artifact: Path
+def test_tensorrt_11_builds_and_runs_without_removed_apis(
+    monkeypatch: pytest.MonkeyPatch, driver: HostDriver, toy_artifact: Path
 ) -> None:
-    cfg = BuildConfig(fp16=True, strongly_typed=True)
-    build_engines(toy_artifact, cfg, graphs=["backbone"], optimizers=[], driver=driver)
-    (model, net_flags, flags, _ws) = fake_trt.builds[0]
-    assert net_flags == 1 << 1  # 1 << int(NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    assert "FP16" not in flags
-    types_ = {i.name: i.data_type for i in model.graph.initializer}
-    assert types_["half"] == TensorProto.FLOAT16
-    assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
-    assert not list((toy_artifact / "engines").glob(".build-*")), "scratch dirs are removed"
+    """11.x has no BuilderFlag.FP16/OBEY_PRECISION_CONSTRAINTS, no device_memory_size and no
+    layer output types on (always strongly typed) networks: the fake lacks or refuses them."""
+    trt = _fake_tensorrt("11.0.0", has_strong_typing=False)
+    assert not hasattr(trt.BuilderFlag, "FP16")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    report = build_engines(toy_artifact, BuildConfig(fp16=True), driver=driver)
+    assert [e["precision"] for e in report.engines] == ["fp16-strongly-typed"] + ["fp32"] * 3
+    assert report.typing == "strong"
+    assert all(net == 0 and "FP16" not in flags for _m, net, flags, _w in trt.builds)
+    trt_s = load(toy_artifact, backend="tensorrt", driver=driver)
+    ort_s = load(toy_artifact, backend="onnxruntime", providers=["CPUExecutionProvider"])
+    try:
+        image, noises = _batch()
+        cut_t, cut_o = trt_s.backbone(image), ort_s.backbone(image)
+        for name, ref in cut_o.to_numpy().items():
+            got = np.asarray(cut_t.tensors[name])
+            assert np.abs(got - ref).max() <= 1e-2 * np.abs(ref).max(), name
+        assert trt_s.backend.memory_info()["activations"] > 0
+    finally:
+        trt_s.close()
 
 
 def test_trt_or_gpu_change_rebuilds_everything(
@@ -1052,7 +1121,7 @@ def test_runner_reuses_build_defaults(
     fake_trt.builds.clear()
     with load(toy_artifact, backend="tensorrt", driver=driver) as s:
         assert s.backend.build_config.fp16 is True
-        assert s.describe()["precision_backbone"] == "fp16"
+        assert s.describe()["precision_backbone"] == "fp16-strongly-typed"
     assert not fake_trt.builds, "the engines built by `s4t-edge build` are reused as they are"
 
 

@@ -1,18 +1,22 @@
 """TensorRT backend: engine building (`s4t-edge build`) and a device-resident S4T runner.
 
-Written against the documented TensorRT 10.3 Python API (the version JetPack 6.1 ships) and
-newer 10.x releases; it has not been executed in this project's CI, which has no TensorRT.
+Written against the documented TensorRT Python API of 10.3 (JetPack 6.1/6.2), 10.13 (JetPack 7.1)
+and the 11.x migration guide; it has not been executed in this project's CI, which has no
+TensorRT.
 
 Design, in the order a batch flows through it:
 
 * **Engines.**  Each artifact graph (backbone, step, predict) is parsed from its file with the
   ONNX parser (so external weights resolve) and built with the static shapes of the manifest.
-  The backbone may run in fp16; its cut outputs stay fp32 so the step graph sees exactly the
-  tensors it was exported with.  On TensorRT 10.3 this uses the weakly-typed FP16 builder flag
-  with fp32 output types enforced; where that flag is deprecated (10.12+) or when asked, the
-  backbone ONNX is rewritten to fp16 weights with fp32 graph I/O (`convert_to_fp16`) and built
-  strongly typed.  The step graph is always fp32 (TF32 off): its outputs are gradients.
-  Engines are cached under ``ART/engines/`` by `EngineKey` (engine_cache.py).
+  One build path per TensorRT family (`typing_path`): wherever the builder offers strongly typed
+  networks (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``, TensorRT 10.0+; the only kind in
+  11.x) every graph is built strongly typed, so precision lives in the ONNX graph: an fp16
+  backbone is an fp16 copy of the backbone ONNX with fp32 graph inputs and cut outputs
+  (`convert_to_fp16`), and the step graph sees exactly the tensors it was exported with.  Only
+  a TensorRT without strong typing gets the weakly typed FP16 builder flag (deprecated in 10.12,
+  removed in 11.x) with the cut pinned to fp32.  The step graph is always fp32 (TF32 off): its
+  outputs are gradients.  Engines are cached under ``ART/engines/`` by `EngineKey`
+  (engine_cache.py), whose key holds the TensorRT version.
 * **Memory.**  Every tensor lives in one of a few arenas planned from the manifest
   (buffers.py).  θ has two ping-pong copies plus a reset copy; the cut tensors, θ, gradients and
   optimiser state stay on the device for all K steps of a batch.
@@ -87,8 +91,9 @@ ONNX_MISSING_HINT = (
 )
 ARTIFACT_GRAPHS = ("backbone", "step", "predict")
 UPDATE_OPSET = 17
-# TensorRT deprecated weakly-typed precision flags (BuilderFlag.FP16 and friends) in 10.12.
-STRONG_TYPING_FROM = (10, 12)
+# 11.x has strongly typed networks only (the weak typing APIs are removed, and the creation flag
+# is accepted but ignored); 10.0+ offers them through NetworkDefinitionCreationFlag.STRONGLY_TYPED.
+STRONG_ONLY_FROM = 11
 
 
 def import_tensorrt() -> Any:
@@ -138,11 +143,24 @@ def trt_version_tuple(version: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def fp16_flag_deprecated(trt: Any) -> bool:
-    """Whether this TensorRT wants strongly-typed networks instead of the FP16 builder flag."""
-    if not hasattr(trt.BuilderFlag, "FP16"):
-        return True
-    return trt_version_tuple(str(trt.__version__)) >= STRONG_TYPING_FROM
+def typing_path(trt: Any) -> str:
+    """ "strong" wherever this TensorRT's builder offers strongly typed networks, else "weak".
+
+    Strong typing exists from 10.0 on (the creation flag) and is all 11.x has.  "weak" (the FP16
+    builder flag with precision constraints) remains only for a TensorRT without the flag.
+    """
+    if trt_version_tuple(str(trt.__version__))[0] >= STRONG_ONLY_FROM:
+        return "strong"
+    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    return "strong" if hasattr(flags, "STRONGLY_TYPED") else "weak"
+
+
+def network_flags(trt: Any, strongly_typed: bool) -> int:
+    """`create_network` flags: STRONGLY_TYPED where the enum has it (harmless on 11.x)."""
+    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if strongly_typed and hasattr(flags, "STRONGLY_TYPED"):
+        return 1 << int(flags.STRONGLY_TYPED)
+    return 0
 
 
 # ============================================================================================
@@ -154,7 +172,6 @@ class BuildConfig:
     """How `s4t-edge build` (and the runner, for missing engines) compiles the graphs."""
 
     fp16: bool = False  # backbone in half precision; cut tensors, step and predict stay fp32
-    strongly_typed: bool | None = None  # fp16 via an fp16 ONNX rewrite; None: auto by version
     tf32: bool = False  # allow TF32 in backbone/predict (never in the step graph)
     workspace_mib: int | None = None  # builder scratch limit; None: TensorRT's default
     timing_cache: str | None = None  # timing cache file; None: ART/engines/timing-<env>.cache
@@ -171,6 +188,8 @@ class BuildConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> BuildConfig:
+        # Unknown keys are dropped: an index written by an older s4t-edge may hold options that
+        # no longer exist (e.g. `strongly_typed`, now decided by the TensorRT version).
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -193,27 +212,30 @@ class GraphRecipe:
     tf32: bool
 
 
-def graph_recipe(graph: str, cfg: BuildConfig, trt: Any | None = None) -> GraphRecipe:
-    """Precision decisions per graph: fp16 only ever applies to the backbone."""
+def graph_recipe(graph: str, cfg: BuildConfig, trt: Any) -> GraphRecipe:
+    """Precision decisions per graph: fp16 only ever applies to the backbone.
+
+    The typing follows the TensorRT family (`typing_path`), never an option: strongly typed
+    wherever the builder offers it, for every graph.
+    """
+    strong = typing_path(trt) == "strong"
     if graph == "backbone" and cfg.fp16:
-        strong = cfg.strongly_typed
-        if strong is None:
-            strong = fp16_flag_deprecated(trt) if trt is not None else False
-        if not strong and trt is not None and not hasattr(trt.BuilderFlag, "FP16"):
+        if not strong and not hasattr(trt.BuilderFlag, "FP16"):
             raise ConfigError(
-                "this TensorRT has no weakly-typed FP16 flag; build with --strongly-typed"
+                f"TensorRT {trt.__version__} offers neither strongly typed networks nor the FP16 "
+                "builder flag; build without --fp16"
             )
         return GraphRecipe(
             graph,
             "fp16-strongly-typed" if strong else "fp16",
-            strongly_typed=bool(strong),
+            strongly_typed=strong,
             fp16_flag=not strong,
             tf32=cfg.tf32,
         )
     if graph in ("backbone", "predict") and cfg.tf32:
-        return GraphRecipe(graph, "tf32", strongly_typed=False, fp16_flag=False, tf32=True)
+        return GraphRecipe(graph, "tf32", strongly_typed=strong, fp16_flag=False, tf32=True)
     # step and update graphs: fp32 arithmetic, TF32 off -- they produce gradients and θ.
-    return GraphRecipe(graph, "fp32", strongly_typed=False, fp16_flag=False, tf32=False)
+    return GraphRecipe(graph, "fp32", strongly_typed=strong, fp16_flag=False, tf32=False)
 
 
 # ============================================================================================
@@ -592,6 +614,7 @@ class BuildReport:
     tensorrt: str
     timing_cache: str | None
     warnings: list[str] = field(default_factory=list)
+    typing: str = "strong"  # the build path of this TensorRT (`typing_path`): strong | weak
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -630,10 +653,7 @@ class _Builder:
     ) -> bytes:
         trt = self.trt
         builder = trt.Builder(self.logger)
-        flags = 0
-        if recipe.strongly_typed:
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
+        network = builder.create_network(network_flags(trt, recipe.strongly_typed))
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
@@ -649,7 +669,7 @@ class _Builder:
             )
         if not recipe.tf32 and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)
-        if recipe.fp16_flag:
+        if recipe.fp16_flag:  # weak typing: only where the builder has no strong typing
             config.set_flag(trt.BuilderFlag.FP16)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
             self._pin_outputs_fp32(network)
@@ -803,6 +823,7 @@ def build_engines(
         tensorrt=trt_version,
         timing_cache=str(timing_path),
         warnings=list(cache.warnings),
+        typing=typing_path(trt),
     )
 
 
@@ -945,8 +966,9 @@ class _Engine:
         check_engine_io(graph, inputs, outputs, io)
         self.io = io
         self.names = tuple(io)
+        # device_memory_size_v2 (10.1+) replaced device_memory_size, which 11.x removed.
         size = getattr(engine, "device_memory_size_v2", None)
-        if size is None:
+        if size is None and trt_version_tuple(str(trt.__version__))[0] < STRONG_ONLY_FROM:
             size = getattr(engine, "device_memory_size", 0)
         self.activation_bytes = int(size or 0)
 
@@ -1076,7 +1098,8 @@ class TensorRTBackend(Backend):
     """TensorRT engines over device-resident buffers (see the module docstring).
 
     Options (all optional; `s4t-edge build` records defaults in ``ART/engines/index.json``):
-        fp16, strongly_typed, tf32, workspace_mib, timing_cache: as in `BuildConfig`.
+        fp16, tf32, workspace_mib, timing_cache: as in `BuildConfig` (typing follows the
+            TensorRT version, see `typing_path`).
         build: "auto" (build missing or stale engines, the default), "never" (fail instead,
             for deployments that must not compile on the device) or "force".
         device: CUDA ordinal.  cuda: "auto" | "cuda-python" | "pycuda".
@@ -1097,7 +1120,6 @@ class TensorRTBackend(Backend):
         artifact: Any,
         *,
         fp16: bool | None = None,
-        strongly_typed: bool | None = None,
         tf32: bool | None = None,
         workspace_mib: int | None = None,
         timing_cache: str | None = None,
@@ -1112,7 +1134,6 @@ class TensorRTBackend(Backend):
         art = _load_artifact(artifact)
         given = {
             "fp16": fp16,
-            "strongly_typed": strongly_typed,
             "tf32": tf32,
             "workspace_mib": workspace_mib,
             "timing_cache": timing_cache,
