@@ -90,7 +90,8 @@ def _split_backends(value: str) -> tuple[str, ...]:
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Dataset (.npz) whose first images form the batch [synthetic fog].",
+    help="Data whose first images form the batch [synthetic fog]: FILE.npz, nyud:ROOT[:SPLIT], "
+    "pascal:ROOT[:SPLIT], taskonomy:ROOT[:SPLIT] or images:DIR (fitted to the artifact's input).",
 )
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write JSON here."
@@ -179,7 +180,7 @@ def command(
         if not quiet:
             click.echo(f"  {msg}", err=True)
 
-    doc = run_bench(artifact, cfg, data=data, progress=say)
+    doc = run_bench(artifact, cfg, data=None if data is None else str(data), progress=say)
     table = format_table(doc)
     click.echo(table)
     if json_path is not None:
