@@ -34,7 +34,7 @@ quirks_option = click.option(
     "--published-quirks",
     is_flag=True,
     help="Read the data as the published loaders do where that changes the numbers (Taskonomy: "
-    "bilinear label resizing, log depth without a mask, first 10%% of the test split; raw "
+    "bilinear label resizing, log depth without a mask, first 10% of the test split; raw "
     "normals) and, with a protocol, normalise the input as the target dataset.",
 )
 
