@@ -24,6 +24,7 @@ from s4t_edge.errors import OutputPathError
 from s4t_edge.utils import atomic_write
 
 _BLOCK = 16 << 20  # bytes copied at a time from a scratch array into the archive
+_MAX_IDS_BYTES = 4 << 20  # largest list of sample ids kept in meta
 
 
 def write_npz(
@@ -67,7 +68,9 @@ def write_npz(
             if progress is not None:
                 progress(stop)
         meta = {k: v for k, v in dict(src.meta).items() if k != "ids"}
-        if len(ids) == n:
+        # ids name the predictions of the imported file; a huge split's list is left out so that
+        # meta stays small (readers bound it)
+        if len(ids) == n and sum(len(i) + 4 for i in ids) <= _MAX_IDS_BYTES:
             meta["ids"] = ids
         for a in arrays.values():
             a.flush()
