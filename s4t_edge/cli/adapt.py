@@ -10,14 +10,16 @@ from pathlib import Path
 
 import click
 
+from s4t_edge.cli.dataopts import DATA_HELP, predictions_option, protocol_option, quirks_option
 from s4t_edge.errors import ConfigError
 
 
 @click.command("adapt")
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option(
-    "--data", "data_path", type=click.Path(path_type=Path), required=True, help="Dataset (.npz)."
-)
+@click.option("--data", "data_path", type=click.Path(path_type=Path), required=True, help=DATA_HELP)
+@protocol_option("[default: the artifact's]; given here, also its TTT steps, optimizer and lr")
+@quirks_option
+@predictions_option
 @click.option("--steps", type=int, default=None, help="Steps per batch [manifest: s4t.steps].")
 @click.option(
     "--mode",
@@ -122,6 +124,9 @@ def command(
     max_drift: float | None,
     no_verify: bool,
     quiet: bool,
+    data_protocol: str | None = None,
+    published_quirks: bool = False,
+    predictions_dir: Path | None = None,
 ) -> None:
     """Adapt the artifact ARTIFACT on every batch of --data and score source vs adapted θ.
 
@@ -136,8 +141,15 @@ def command(
       s4t-edge adapt art/ --data fog.npz --steps 40 --json fog.json --report fog_report/
       s4t-edge adapt art/ --data cam.npz --mode online --save-theta adapted.safetensors --json o.json
       s4t-edge adapt art/ --data fog.npz --backend reference --source runs/tiny --json ref.json
+      s4t-edge adapt art/ --data taskonomy:/data/taskonomy --protocol nyud-taskonomy --json t.json
     """
-    from s4t_edge.data import load_dataset
+    from s4t_edge.cli.dataopts import (
+        input_normalisation,
+        prediction_sink,
+        protect_data,
+        resolve_protocol,
+    )
+    from s4t_edge.data import open_data
     from s4t_edge.outputs import protect
     from s4t_edge.runtime import Adapter, backend_names, load
     from s4t_edge.runtime.evaluate import adapt_dataset
@@ -169,7 +181,7 @@ def command(
             "--save-theta needs a θ backend: the reference protocol adapts every parameter"
         )
     protect(artifact, "the artifact directory")
-    protect(data_path, "--data")
+    protect_data(data_path, "--data")
     protect(source, "the --source run directory")
     # outputs are checked before any slow work
     ensure_writable_file(json_path, "--json")
@@ -198,8 +210,18 @@ def command(
     elif source is not None:
         raise ConfigError(f"--source applies to the torch and reference backends, not {backend}")
 
-    ds = load_dataset(data_path, limit=limit)
     session = load(artifact, backend=backend, verify=not no_verify, **options)
+    protocol = resolve_protocol(data_protocol, session.artifact.manifest.get("protocol"))
+    if data_protocol is not None:  # an explicit preset brings its published TTT settings
+        steps = protocol.ttt["steps"] if steps is None else steps
+        optimizer = optimizer or protocol.ttt["optimizer"]
+        lr = protocol.ttt["lr"] if lr is None else lr
+    ds = open_data(
+        str(data_path), protocol, size=session.input_size, published_quirks=published_quirks
+    )
+    writer, on_batch = prediction_sink(
+        predictions_dir, ds, {t.name: t.kind for t in session.artifact.tasks}, "adapt"
+    )
     if batch_size is not None and batch_size != session.batch:
         raise ConfigError(
             f"--batch-size {batch_size} differs from the artifact's static batch {session.batch}; "
@@ -216,11 +238,25 @@ def command(
         loss_guard=loss_guard or None,
         max_drift=max_drift,
     )
-    result = adapt_dataset(adapter, ds, progress=not quiet, limit=limit)
+    result = adapt_dataset(
+        adapter,
+        ds,
+        progress=not quiet,
+        limit=limit,
+        normalisation=input_normalisation(ds, protocol, published_quirks),
+        on_batch=on_batch,
+    )
     payload = result.to_json()
     payload.update(
         {"artifact": str(artifact), "data": str(data_path), "backend": backend, "version": 1}
     )
+    payload["protocol"] = protocol.name if protocol is not None else None
+    if writer is not None:
+        payload["predictions"] = str(predictions_dir)
+        if not quiet:
+            click.echo(f"predictions of {writer.count} images written to {predictions_dir}")
+    elif not ds.tasks_present() and not quiet:
+        click.echo("no labels: metrics skipped (give --predictions DIR to keep the predictions)")
     write_json(json_path, payload)
     if save_theta is not None:
         digest = adapter.save_theta(save_theta)

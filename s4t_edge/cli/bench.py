@@ -90,7 +90,8 @@ def _split_backends(value: str) -> tuple[str, ...]:
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Dataset (.npz) whose first images form the batch [synthetic fog].",
+    help="Data whose first images form the batch [synthetic fog]: FILE.npz, nyud:ROOT[:SPLIT], "
+    "pascal:ROOT[:SPLIT], taskonomy:ROOT[:SPLIT] or images:DIR (fitted to the artifact's input).",
 )
 @click.option(
     "--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write JSON here."
@@ -137,6 +138,7 @@ def command(
       s4t-edge bench art/ --steps 40 --json bench.json
       s4t-edge bench art/ --backend onnxruntime,torch --source runs/tiny --threads 1 --json b.json
     """
+    from s4t_edge.cli.dataopts import protect_data
     from s4t_edge.outputs import protect
     from s4t_edge.runtime.backends import backend_names
     from s4t_edge.runtime.bench import BenchConfig, format_table, run_bench, write_json
@@ -174,7 +176,7 @@ def command(
     )
     protect(artifact, "the artifact directory")
     protect(source, "the --source run directory")
-    protect(data, "--data")
+    protect_data(data, "--data")
     for p, what in ((json_path, "--json"), (md_path, "--markdown")):
         if p is not None:
             ensure_writable_file(p, what)  # before minutes of timing, not after
@@ -183,7 +185,7 @@ def command(
         if not quiet:
             click.echo(f"  {msg}", err=True)
 
-    doc = run_bench(artifact, cfg, data=data, progress=say)
+    doc = run_bench(artifact, cfg, data=None if data is None else str(data), progress=say)
     table = format_table(doc)
     click.echo(table)
     if json_path is not None:

@@ -1,10 +1,11 @@
-"""`s4t-edge data`: make synthetic multi-task datasets and inspect dataset files."""
+"""`s4t-edge data`: make synthetic multi-task datasets, import real ones and inspect either."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from pathlib import Path
 
 import click
 import numpy as np
@@ -16,7 +17,7 @@ from s4t_edge.errors import OutputPathError
 
 @click.group("data")
 def command() -> None:
-    """Create (`synth`), inspect (`info`) and look at (`preview`) dataset .npz files."""
+    """Create (`synth`), import (`import`), inspect (`info`) and look at (`preview`) datasets."""
 
 
 @command.command("synth")
@@ -77,23 +78,32 @@ def synth_command(
 
 
 @command.command("info")
-@click.argument("path")
+@click.argument("spec")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def info_command(path: str, as_json: bool) -> None:
-    """Summarise a dataset file: size, tasks, meta and label statistics."""
-    ds = load_dataset(path)
-    h, w = ds.size
-    info: dict = {
-        "path": path,
-        "n": len(ds),
-        "size": [h, w],
-        "tasks": ds.tasks_present(),
-        "meta": ds.meta,
-    }
+@click.option("--protocol", "data_protocol", default=None, help="Read a dataset under a protocol.")
+@click.option(
+    "--sample",
+    default=16,
+    show_default=True,
+    type=int,
+    help="Datasets on disk: label statistics over the first N samples (a .npz: all).",
+)
+def info_command(spec: str, as_json: bool, data_protocol: str | None, sample: int) -> None:
+    """Summarise data: a .npz file or a dataset on disk (nyud:ROOT[:SPLIT], pascal:..., taskonomy:...,
+    images:DIR): size, tasks, meta and label statistics."""
+    from s4t_edge.data import Dataset, open_data
+    from s4t_edge.data.spec import describe
+
+    src = open_data(spec, data_protocol)
+    info: dict = {"path": spec, **describe(src)}
+    ds = src if isinstance(src, Dataset) else src.take(range(min(len(src), max(1, sample))))
+    if not isinstance(src, Dataset):
+        info["statistics_over"] = len(ds)
+    h, w = info["size"]
     info["image_mean"] = [round(float(v), 2) for v in ds.image.reshape(-1, 3).mean(axis=0)]
     if ds.semseg is not None:
         counts = np.bincount(ds.semseg.ravel(), minlength=256)
-        names = ds.meta.get("class_names") or []
+        names = src.meta.get("class_names") or []
         hist = {}
         for c in np.nonzero(counts)[0]:
             label = "ignore" if c == 255 else (names[c] if c < len(names) else str(int(c)))
@@ -115,10 +125,19 @@ def info_command(path: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    click.echo(f"{path}: {len(ds)} images {h}x{w}, tasks: {', '.join(info['tasks']) or 'none'}")
-    meta = {k: v for k, v in ds.meta.items() if k not in ("class_names", "domain_spec")}
+    kind = "" if info["kind"] == "npz" else " (streamed from disk)"
+    click.echo(
+        f"{spec}: {info['n']} images {h}x{w}{kind}, tasks: {', '.join(info['tasks']) or 'none'}"
+    )
+    meta = {
+        k: v
+        for k, v in info["meta"].items()
+        if k not in ("class_names", "domain_spec", "ids", "normals_valid_classes")
+    }
     if meta:
         click.echo("meta: " + json.dumps(meta, sort_keys=True))
+    if info.get("statistics_over"):
+        click.echo(f"statistics over the first {info['statistics_over']} images:")
     click.echo(f"image mean RGB: {info['image_mean']}")
     if "semseg_percent" in info:
         click.echo(
@@ -132,6 +151,96 @@ def info_command(path: str, as_json: bool) -> None:
         click.echo(f"normals: {info['normals_valid_percent']}% valid")
     if "edge_percent" in info:
         click.echo(f"edges: {info['edge_percent']}% of pixels")
+
+
+@command.command("import")
+@click.argument("kind", type=click.Choice(["nyud", "pascal", "taskonomy", "images"]))
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option(
+    "--split",
+    default=None,
+    help="nyud/pascal: a split list name (train, val) [val]; taskonomy: all, train, test, "
+    "NAME/train or NAME/test [all].",
+)
+@click.option(
+    "--protocol", "data_protocol", default=None, help="Protocol preset (class remap, size, fit)."
+)
+@click.option(
+    "--size",
+    nargs=2,
+    type=int,
+    default=None,
+    help="Output H W, exactly [the protocol's size for this dataset, else native].",
+)
+@click.option(
+    "--fit",
+    type=click.Choice(["pad", "resize", "letterbox", "crop"]),
+    default=None,
+    help="How images reach the size [protocol's; else pad for nyud/pascal, resize otherwise].",
+)
+@click.option("--limit", type=int, default=None, help="Only the first N samples of the split.")
+@click.option("--published-quirks", is_flag=True, help="Decode as the published loaders do.")
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Output .npz.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
+@click.option("--compress", is_flag=True, help="Deflate the arrays.")
+def import_command(
+    kind: str,
+    root: Path,
+    split: str | None,
+    data_protocol: str | None,
+    size: tuple[int, int] | None,
+    fit: str | None,
+    limit: int | None,
+    published_quirks: bool,
+    out: Path,
+    overwrite: bool,
+    compress: bool,
+) -> None:
+    """Convert (a subset of) a dataset on disk into one .npz file in the dataset contract.
+
+    The labels are decoded exactly as `--data KIND:ROOT:SPLIT` reads them (same remap, same
+    geometry), so `eval --data F.npz` and `eval --data KIND:ROOT:SPLIT` give the same metrics.
+    Memory stays at one batch; the file is written atomically and never over an existing file
+    (unless --overwrite) nor inside ROOT.
+
+    \b
+    Example:
+      s4t-edge data import nyud /data/NYUDv2 --split val --protocol nyud-taskonomy --out nyud_val.npz
+    """
+    from tqdm import tqdm
+
+    from s4t_edge.data import open_data
+    from s4t_edge.data.importer import write_npz
+    from s4t_edge.data.spec import DataSpec
+    from s4t_edge.errors import OutputPathError
+
+    if out.exists() and not overwrite:
+        raise OutputPathError(
+            f"{str(out)!r} exists; pass --overwrite to replace it or choose another --out"
+        )
+    from s4t_edge.outputs import protect
+
+    protect(root, "the dataset folder")
+    check_output_path(out)
+    if kind == "images" and split is not None:
+        raise click.UsageError("images takes no --split")
+    src = open_data(
+        DataSpec(kind, root, split),
+        data_protocol,
+        size=tuple(size) if size else None,
+        fit=fit,
+        limit=limit,
+        published_quirks=published_quirks,
+    )
+    t0 = time.perf_counter()
+    with tqdm(total=len(src), desc=f"import {kind}", unit="img", disable=None, leave=False) as bar:
+        path = write_npz(out, src, compress=compress, progress=lambda k: bar.update(k - bar.n))
+    h, w = src.size
+    mb = os.path.getsize(path) / 1e6
+    click.echo(
+        f"wrote {len(src)} {kind} images {h}x{w} ({', '.join(src.tasks_present()) or 'no labels'}) "
+        f"to {path} [{mb:.1f} MB] in {time.perf_counter() - t0:.1f} s"
+    )
 
 
 @command.command("preview")

@@ -7,6 +7,12 @@ from typing import Any
 
 import click
 
+from s4t_edge.cli.dataopts import (
+    DATA_HELP,
+    predictions_option,
+    protocol_option,
+    quirks_option,
+)
 from s4t_edge.errors import ConfigError
 
 
@@ -17,8 +23,11 @@ from s4t_edge.errors import ConfigError
     "data_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Dataset (.npz) to evaluate on.",
+    help="Data to evaluate on: " + DATA_HELP,
 )
+@protocol_option("[default: the run's]")
+@quirks_option
+@predictions_option
 @click.option(
     "--batch-size",
     type=int,
@@ -68,10 +77,14 @@ def command(
     domains: str | None,
     md_path: Path | None,
     device: str,
+    data_protocol: str | None = None,
+    published_quirks: bool = False,
+    predictions_dir: Path | None = None,
 ) -> None:
     """Evaluate the run in RUN_DIR.
 
-    With --data FILE.npz: print the metrics (mIoU %, depth RMSE m and abs-rel, normals mean angle °,
+    With --data (a .npz file or a dataset on disk, e.g. nyud:ROOT:val, streamed batch by batch
+    and fitted to the model's input under --protocol): print the metrics (mIoU %, depth RMSE m and abs-rel, normals mean angle °,
     edge F1 % and L1) and write them with --json.
 
     With --shifts: render N images of the source domain and of every shift (fog, night, noise,
@@ -81,13 +94,16 @@ def command(
     \b
     Examples:
       s4t-edge eval runs/tiny --data test.npz --json metrics.json
+      s4t-edge eval runs/nyud --data taskonomy:/data/taskonomy --protocol nyud-taskonomy
+      s4t-edge eval runs/tiny --data images:frames/ --predictions preds/
       s4t-edge eval runs/tiny --shifts --n 200 --seed 123 --markdown shifts.md
     """
+    from s4t_edge.cli.dataopts import protect_data
     from s4t_edge.outputs import protect
     from s4t_edge.utils import ensure_writable_file, write_json
 
     protect(run_dir, "the run directory")
-    protect(data_path, "--data")
+    protect_data(data_path, "--data")
 
     shifts = shifts or md_path is not None
     if data_path is None and not shifts:
@@ -116,14 +132,37 @@ def command(
         run.model.to(device)
     result: dict[str, Any] = {"run": str(run_dir)}
     if data_path is not None:
-        from s4t_edge.data import load_dataset
+        from s4t_edge.cli.dataopts import input_normalisation, prediction_sink, resolve_protocol
+        from s4t_edge.data import open_data
 
-        ds = load_dataset(data_path)
-        metrics = evaluate(run.model, ds, batch_size=batch_size, device=device)
+        protocol = resolve_protocol(data_protocol, run.config.get("protocol"))
+        ds = open_data(
+            str(data_path),
+            protocol,
+            size=run.model_config.input_size,
+            published_quirks=published_quirks,
+        )
+        kinds = {t: t for t in run.model_config.task_names}
+        writer, on_batch = prediction_sink(predictions_dir, ds, kinds, "eval")
+        metrics = evaluate(
+            run.model,
+            ds,
+            batch_size=batch_size,
+            device=device,
+            normalisation=input_normalisation(ds, protocol, published_quirks),
+            on_batch=on_batch,
+        )
         click.echo(f"{data_path} ({len(ds)} images)")
-        click.echo(format_metrics_table(metrics))
+        if metrics:
+            click.echo(format_metrics_table(metrics))
+        else:
+            click.echo("no labels: metrics skipped")
+        if writer is not None:
+            click.echo(f"predictions of {writer.count} images written to {predictions_dir}")
+            result["predictions"] = str(predictions_dir)
         result["metrics"] = metrics
         result["data"] = str(data_path)
+        result["protocol"] = protocol.name if protocol is not None else None
     if shifts:
         from s4t_edge.train.shift_table import evaluate_shifts
 

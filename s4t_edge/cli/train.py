@@ -13,6 +13,7 @@ import click
 # set before torch (and its OpenMP runtime) is imported, which this module does not do.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from s4t_edge.cli.dataopts import DATA_HELP, protocol_option, quirks_option
 from s4t_edge.errors import ConfigError
 from s4t_edge.models.config import list_presets
 from s4t_edge.train.config import TrainConfig
@@ -60,12 +61,6 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def _data_info(path: Path, ds: Any) -> dict[str, Any]:
-    from s4t_edge.utils import sha256_file
-
-    return {"path": str(path.resolve()), "sha256": sha256_file(path), "meta": dict(ds.meta)}
-
-
 @click.command("train")
 @click.option(
     "--preset",
@@ -76,14 +71,16 @@ def _data_info(path: Path, ds: Any) -> dict[str, Any]:
     "--train",
     "train_path",
     type=click.Path(path_type=Path),
-    help="Training set (.npz). On --resume, defaults to the run's.",
+    help="Training data: " + DATA_HELP + " On --resume, defaults to the run's.",
 )
 @click.option(
     "--val",
     "val_path",
     type=click.Path(path_type=Path),
-    help="Validation set (.npz); default: hold out 5% of --train.",
+    help="Validation data (same forms as --train); default: hold out 5% of --train.",
 )
+@protocol_option("(sets tasks, input size, normalisation, loss weights and training defaults)")
+@quirks_option
 @click.option(
     "--out",
     "out",
@@ -158,6 +155,8 @@ def command(
     overwrite: bool,
     threads: int | None,
     quiet: bool,
+    data_protocol: str | None = None,
+    published_quirks: bool = False,
 ) -> None:
     """Pretrain an S4T model on a source-domain dataset.
 
@@ -172,7 +171,8 @@ def command(
       s4t-edge data synth --domain source --n 2000 --size 64 --seed 0 --out train.npz
       s4t-edge train --preset tiny --train train.npz --out runs/tiny
     """
-    from s4t_edge.data import load_dataset
+    from s4t_edge.cli.dataopts import data_record, resolve_protocol
+    from s4t_edge.data import open_data
     from s4t_edge.models import make_config
     from s4t_edge.train.config import S4TConfig
     from s4t_edge.train.loop import dist_info, prepare_out_dir, train
@@ -204,8 +204,15 @@ def command(
         if v is not None
     }
     data_info: dict[str, Any] = {}
+    protocol = resolve_protocol(data_protocol, None)
     if resume:
         stored = read_config(out)
+        recorded = resolve_protocol(None, stored.get("protocol"))
+        if protocol is not None and (recorded is None or recorded.name != protocol.name):
+            raise ConfigError(
+                f"--resume: the run in {str(out)!r} was not trained under --protocol {protocol.name}"
+            )
+        protocol = recorded
         model_cfg, s4t_cfg, train_cfg = configs_from_dict(stored, str(out / "config.json"))
         if preset is not None and preset != model_cfg.preset:
             raise ConfigError(
@@ -218,28 +225,53 @@ def command(
         train_cfg = (train_cfg or TrainConfig()).replace(**overrides)
         stored_data = stored.get("data") or {}
         if train_path is None:
-            train_path = Path(stored_data.get("train", {}).get("path", ""))
-        if val_path is None and stored_data.get("val", {}).get("path"):
-            val_path = Path(stored_data["val"]["path"])
+            t = stored_data.get("train", {})
+            train_path = Path(t.get("path") or t.get("spec") or "")
+        v = stored_data.get("val", {})
+        if val_path is None and (v.get("path") or v.get("spec")):
+            val_path = Path(v.get("path") or v["spec"])
     else:
         if train_path is None:
             raise ConfigError("--train FILE.npz is required (make one with `s4t-edge data synth`)")
-        model_cfg = make_config(preset or "tiny", parse_tasks(tasks) if tasks else None)
-        s4t_cfg = S4TConfig()
-        train_cfg = TrainConfig(**overrides)
-    from s4t_edge.outputs import protect
+        if protocol is not None:
+            side = protocol.source
+            want = protocol.task_channels()
+            if tasks is not None and parse_tasks(tasks) != want:
+                raise ConfigError(
+                    f"--tasks contradicts --protocol {protocol.name} (tasks {want}); drop --tasks"
+                )
+            model_cfg = make_config(
+                preset or "tiny", want, input_size=side.size, mean=side.mean, std=side.std
+            )
+            s4t_cfg = S4TConfig.from_dict(protocol.s4t_dict())
+            train_cfg = TrainConfig(**{**protocol.train_defaults(), **overrides})
+        else:
+            model_cfg = make_config(preset or "tiny", parse_tasks(tasks) if tasks else None)
+            s4t_cfg = S4TConfig()
+            train_cfg = TrainConfig(**overrides)
+    from s4t_edge.cli.dataopts import protect_data
 
-    protect(train_path, "--train")
-    protect(val_path, "--val")
-    protect(backbone_weights, "--backbone-weights")
+    protect_data(train_path, "--train")
+    protect_data(val_path, "--val")
+    protect_data(backbone_weights, "--backbone-weights")
     # Fail on an unusable output path before spending minutes on loading and training.
     if info.is_main:
         prepare_out_dir(out, resume=resume, overwrite=overwrite)
-    train_ds = load_dataset(train_path)
-    val_ds = load_dataset(val_path) if val_path is not None else None
-    data_info["train"] = _data_info(train_path, train_ds)
+
+    def _open(spec: Path, role: str) -> Any:
+        return open_data(
+            str(spec),
+            protocol,
+            role=role,
+            size=model_cfg.input_size,
+            published_quirks=published_quirks,
+        )
+
+    train_ds = _open(train_path, "train")
+    val_ds = _open(val_path, "eval") if val_path is not None else None
+    data_info["train"] = data_record(train_path, train_ds)
     if val_ds is not None:
-        data_info["val"] = _data_info(val_path, val_ds)
+        data_info["val"] = data_record(val_path, val_ds)
     run = train(
         train_cfg,
         model_cfg,
@@ -253,6 +285,7 @@ def command(
         backbone_weights=backbone_weights,
         device=device,
         progress=not quiet,
+        protocol=protocol.to_dict() if protocol is not None else None,
     )
     if info.is_main:
         from s4t_edge.metrics import format_metrics_table

@@ -139,6 +139,23 @@ class Dataset:
         for start in range(0, stop, batch_size):
             yield self[start : start + batch_size]
 
+    # The data-source interface shared with `s4t_edge.data.source.StreamSource`.
+    def take(self, rows: Any) -> Dataset:
+        """The rows `rows` as a new dataset (copies: safe to modify in place)."""
+        return self[np.asarray(rows, dtype=np.int64).reshape(-1)]
+
+    def subset(self, rows: Any) -> Dataset:
+        return self.take(rows)
+
+    def head(self, n: int) -> Dataset:
+        return self[: max(int(n), 0)]
+
+    @property
+    def num_classes(self) -> int | None:
+        """Semseg classes named in meta (None when the file does not say)."""
+        names = self.meta.get("class_names")
+        return len(names) if isinstance(names, list) and names else None
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays as stored in a file: image, present labels and the JSON-encoded meta."""
         out = {"image": self.image}

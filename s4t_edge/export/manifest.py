@@ -70,6 +70,20 @@ def _versions() -> dict[str, str]:
     }
 
 
+def source_protocol(source_run: str | None) -> dict[str, Any] | None:
+    """The cross-dataset protocol recorded in the source run's config.json (None if none)."""
+    import json
+
+    if not source_run:
+        return None
+    try:
+        stored = json.loads((Path(source_run) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    protocol = stored.get("protocol") if isinstance(stored, dict) else None
+    return protocol if isinstance(protocol, dict) else None
+
+
 def build_manifest(
     *, model, s4t_cfg, part, cfg, protos, root: Path, source_run: str | None
 ) -> dict[str, Any]:
@@ -142,6 +156,7 @@ def build_manifest(
         "tolerances": dict(TOLERANCES),
         "versions": _versions(),
         "source_run": source_run,
+        "protocol": source_protocol(source_run),
         "parity": {},
         "trt_findings": [],
     }

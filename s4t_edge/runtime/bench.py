@@ -446,19 +446,20 @@ def time_episodes(
 
 # --------------------------------------------------------------------------- orchestration
 def load_images(artifact: Any, seed: int, data: str | os.PathLike[str] | None = None) -> np.ndarray:
-    """One static batch of uint8 frames: from `data` (.npz) or a synthetic foggy scene."""
+    """One static batch of uint8 frames: from `data` (any `--data` spec, `s4t_edge.data.open_data`,
+    fitted to the artifact's input under its protocol) or a synthetic foggy scene."""
     n = artifact.batch
     h, w = artifact.input_size
     if data is not None:
-        from s4t_edge.data import load_dataset
+        from s4t_edge.data import open_data
 
-        ds = load_dataset(data)
+        ds = open_data(data, artifact.manifest.get("protocol"), size=(h, w))
         if tuple(ds.size) != (h, w):
             raise ConfigError(
                 f"--data images are {ds.size[0]}x{ds.size[1]}, the artifact takes {h}x{w}; "
                 f"use data at that size (s4t-edge data synth --size {h})"
             )
-        img = ds.image[np.arange(n) % len(ds)]
+        img = ds.take(np.arange(n) % len(ds)).image
         return np.ascontiguousarray(img)
     if h == w:
         from s4t_edge.data import synth

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from s4t_edge.data.dataset import TASK_KEYS
 from s4t_edge.errors import ConfigError, DataError
 from s4t_edge.runtime.adapter import GUARDS, Adapter
 
@@ -93,15 +94,22 @@ def adapt_dataset(
     examples: int = 4,
     progress: Callable[[int], None] | bool | None = None,
     limit: int | None = None,
+    normalisation: tuple[Any, Any] | None = None,
+    on_batch: Callable[[Any, dict[str, np.ndarray]], None] | None = None,
 ) -> DatasetAdaptResult:
-    """Adapt batch by batch over `dataset` (an `s4t_edge.data.Dataset`), scoring before/after.
+    """Adapt batch by batch over `dataset`, scoring before/after.
 
     Args:
         adapter: configured `Adapter` (its mode, steps, optimiser and seed apply).
-        dataset: images (uint8 NHWC) and optional labels.
+        dataset: any data source (`s4t_edge.data.Dataset` or a stream from disk,
+            `s4t_edge.data.open_data`): images (uint8 NHWC) and optional labels, read batch by
+            batch.  Unlabeled data gives empty metrics.
         examples: how many leading images to keep for the report figures.
         progress: True for a tqdm bar (shown on terminals), a callable(n_done_images), or None.
         limit: adapt on the first `limit` images only.
+        normalisation: (mean, std) to preprocess the frames with instead of the artifact's (the
+            published cross-dataset protocols feed the target's normalisation, facts §7.2).
+        on_batch: called with (batch, adapted predictions) after each adapted batch.
     """
     from s4t_edge.metrics import MetricAccumulator, delta_m
 
@@ -116,7 +124,7 @@ def adapt_dataset(
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be at least 1 image, got {limit}")
-        dataset = dataset[:limit]
+        dataset = dataset.head(limit)
     n, batch = len(dataset), session.batch
     if n == 0:
         raise DataError("the dataset holds no images")
@@ -135,11 +143,18 @@ def adapt_dataset(
     guards = dict.fromkeys(GUARDS, 0)
     ex_before: dict[str, list[np.ndarray]] = {}
     ex_after: dict[str, list[np.ndarray]] = {}
+    ex_image: list[np.ndarray] = []
+    ex_labels: dict[str, list[np.ndarray]] = {}
     kept = 0
     t0 = time.perf_counter()
     try:
         for b, part in enumerate(dataset.batches(batch)):
-            res = adapter.adapt(part.image, predict_before=True)
+            frames = part.image
+            if normalisation is not None:
+                from s4t_edge.data.preprocess import preprocess
+
+                frames = preprocess(part.image, *normalisation)
+            res = adapter.adapt(frames, predict_before=True)
             for k, v in res.guards.items():
                 guards[k] = guards.get(k, 0) + v
             if res.skipped:
@@ -151,8 +166,14 @@ def adapt_dataset(
                 acc_after.update(res.predictions, labels)
                 traces.append(list(res.loss_trace))
                 timings.append(res.timing)
+                if on_batch is not None:
+                    on_batch(part, res.predictions)
                 if kept < examples:
                     take = min(examples - kept, res.n)
+                    ex_image.append(part.image[:take])
+                    for k, v in labels.items():
+                        if v is not None:
+                            ex_labels.setdefault(k, []).append(v[:take])
                     for t in tasks:
                         ex_before.setdefault(t, []).append(res.predictions_before[t][:take])
                         ex_after.setdefault(t, []).append(res.predictions[t][:take])
@@ -173,10 +194,11 @@ def adapt_dataset(
         messages.append(f"Δm not computed: {e}")
     ex = None
     if kept:
-        head = dataset[:kept]
         ex = Examples(
-            image=head.image,
-            labels=head.labels_for_metrics(),
+            image=np.concatenate(ex_image),
+            labels={
+                k: (np.concatenate(ex_labels[k]) if k in ex_labels else None) for k in TASK_KEYS
+            },
             before={t: np.concatenate(v) for t, v in ex_before.items()},
             after={t: np.concatenate(v) for t, v in ex_after.items()},
         )

@@ -92,26 +92,32 @@ def _pick_device(device: str | torch.device | None, info: DistInfo) -> torch.dev
 
 # --------------------------------------------------------------------------- data
 class _Arrays:
-    """Images and dataset-layout labels of a dataset (or of a subset of its rows)."""
+    """The rows a training process reads: any data source (an in-memory `Dataset` or a stream
+    from disk, `s4t_edge.data.source`), or a subset of its rows."""
 
-    def __init__(self, image: np.ndarray, labels: Mapping[str, np.ndarray | None]) -> None:
-        self.image = image
-        self.labels = {k: v for k, v in labels.items() if v is not None}
+    def __init__(self, source: Any) -> None:
+        self.source = source
 
     @classmethod
     def of(cls, ds: Any, rows: np.ndarray | None = None) -> _Arrays:
-        labels = dataset_labels(ds)
-        if rows is None:
-            return cls(ds.image, labels)
-        return cls(
-            ds.image[rows], {k: (v[rows] if v is not None else None) for k, v in labels.items()}
-        )
+        return cls(ds if rows is None else ds.subset(rows))
 
-    def labels_for_metrics(self) -> dict[str, np.ndarray]:
-        return dict(self.labels)
+    @property
+    def labels(self) -> dict[str, np.ndarray]:
+        """Every label array of an in-memory source (tests; a stream has none in memory)."""
+        return {k: v for k, v in dataset_labels(self.source).items() if v is not None}
+
+    def tasks(self) -> list[str]:
+        return list(self.source.tasks_present())
+
+    def take(self, rows: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Image and labels of `rows`, as fresh arrays (safe to flip in place)."""
+        part = self.source.take(rows)
+        labels = {k: v for k, v in part.labels_for_metrics().items() if v is not None}
+        return part.image, labels
 
     def __len__(self) -> int:
-        return len(self.image)
+        return len(self.source)
 
 
 def hflip(image: np.ndarray, labels: dict[str, np.ndarray], flip: np.ndarray) -> None:
@@ -163,8 +169,7 @@ class _StepBatches(torch.utils.data.Dataset):
         step = self.start + i
         rows = self.rows(step)
         rng = np.random.default_rng([self.cfg.seed, step, self.info.rank, 23])
-        image = self.data.image[rows].copy()
-        labels = {k: v[rows].copy() for k, v in self.data.labels.items()}
+        image, labels = self.data.take(rows)
         if self.cfg.hflip:
             hflip(image, labels, rng.random(len(rows)) < 0.5)
         noise = rng.random((len(rows), self.noise_len), dtype=np.float32)
@@ -178,7 +183,7 @@ class _StepBatches(torch.utils.data.Dataset):
 
 def split_validation(ds: Any, cfg: TrainConfig) -> tuple[_Arrays, _Arrays | None, int]:
     """Hold out a random `val_fraction` of the training set (at most `val_max_images`)."""
-    n = len(ds.image)
+    n = len(ds)
     n_val = min(cfg.val_max_images, int(round(n * cfg.val_fraction)))
     if n_val == 0 or n - n_val < 1:
         return _Arrays.of(ds), None, 0
@@ -248,6 +253,7 @@ def train(
     device: str | torch.device | None = None,
     progress: bool = True,
     stop_at: int | None = None,
+    protocol: Mapping[str, Any] | None = None,
 ) -> Run:
     """Pretrain an S4T model on `train_ds` and write the run directory `out_dir`.
 
@@ -255,7 +261,8 @@ def train(
         cfg: optimisation settings; `steps` counts optimizer steps.
         model_cfg: the ModelConfig to build (on resume it must equal the stored one).
         s4t_cfg: loss weights and λ (on resume it must equal the stored one).
-        train_ds, val_ds: `s4t_edge.data.Dataset`s.  Without `val_ds`, `cfg.val_fraction` of the
+        train_ds, val_ds: data sources (`s4t_edge.data.Dataset` or a stream from disk,
+            `s4t_edge.data.open_data`).  Without `val_ds`, `cfg.val_fraction` of the
             training set is held out for validation.
         out_dir: the run directory (created; must not already hold a run unless resuming or
             `overwrite`).
@@ -265,6 +272,8 @@ def train(
         device: "cpu", "cuda", "cuda:1" or None/"auto".
         progress: show the tqdm bar (rank 0 only).
         stop_at: stop after this step, checkpointed, without finishing (for time-boxed jobs).
+        protocol: the cross-dataset protocol record (`Protocol.to_dict()`), stored as
+            "protocol" in config.json so that eval, export and adapt apply it by default.
 
     Returns:
         The trained Run (model in eval mode on the CPU); every rank returns one, only rank 0 writes.
@@ -311,7 +320,7 @@ def train(
                 f"({len(train_arr)} images after holding out validation); use at most "
                 f"{len(train_arr)} or more data"
             )
-        labelled = all(t in train_arr.labels for t in kinds)
+        labelled = all(t in train_arr.tasks() for t in kinds)
         net: torch.nn.Module = model
         if info.world > 1:
             net = torch.nn.parallel.DistributedDataParallel(
@@ -344,6 +353,8 @@ def train(
             "step": start,
             "world_size": info.world,
         }
+        if protocol is not None:
+            config["protocol"] = dict(protocol)
         if info.is_main:
             write_config(out, config)
 
@@ -398,7 +409,7 @@ def train(
                 and val_arr is not None
                 and (last or (cfg.val_every and step % cfg.val_every == 0))
             ):
-                metrics = evaluate(model, val_arr, batch_size=64, device=dev)
+                metrics = evaluate(model, val_arr.source, batch_size=64, device=dev)
                 history.append({"step": step, "metrics": metrics})
                 bar.write(f"step {step}: {format_metrics_line(metrics)}")
             if info.is_main and (
