@@ -18,11 +18,28 @@ from s4t_edge.errors import ConfigError
 )
 @click.option("--steps", type=int, default=None, help="Steps per batch [manifest: s4t.steps].")
 @click.option(
+    "--protocol",
+    type=click.Choice(["episodic", "online", "published"]),
+    default=None,
+    help="episodic (default): reset θ and optimizer per batch, K steps on every batch; online: "
+    "carry them; published: the published protocol -- K steps on the first batch only, then "
+    "every batch evaluated with that θ (reference backend: all parameters, eval-mode BatchNorm "
+    "with the adapted running statistics).",
+)
+@click.option(
     "--mode",
     type=click.Choice(["episodic", "online"]),
-    default="episodic",
+    default=None,
+    help="Older name of --protocol (episodic|online), kept for existing scripts.",
+)
+@click.option(
+    "--metrics",
+    "metric_set",
+    type=click.Choice(["ours", "published"]),
+    default="ours",
     show_default=True,
-    help="episodic: reset θ and optimizer per batch (published); online: carry them.",
+    help="ours: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1; published: the published "
+    "S4T metrics (depth RMSE and edge L1 after a per-batch-of-8 scale-and-shift fit).",
 )
 @click.option("--reset-every", type=int, default=None, help="online: reset θ every N batches.")
 @click.option(
@@ -95,7 +112,9 @@ def command(
     artifact: Path,
     data_path: Path,
     steps: int | None,
-    mode: str,
+    protocol: str | None,
+    mode: str | None,
+    metric_set: str,
     reset_every: int | None,
     backend: str,
     source: Path | None,
@@ -126,6 +145,8 @@ def command(
       s4t-edge adapt art/ --data fog.npz --steps 40 --json fog.json --report fog_report/
       s4t-edge adapt art/ --data cam.npz --mode online --save-theta adapted.safetensors --json o.json
       s4t-edge adapt art/ --data fog.npz --backend reference --source runs/tiny --json ref.json
+      s4t-edge adapt art/ --data fog.npz --backend reference --protocol published \\
+          --metrics published --json published.json
     """
     from s4t_edge.data import load_dataset
     from s4t_edge.runtime import Adapter, backend_names, load
@@ -140,6 +161,12 @@ def command(
         )
     if steps is not None and steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {steps}")
+    if protocol is not None and mode is not None and protocol != mode:
+        raise ConfigError(
+            f"--mode {mode} contradicts --protocol {protocol}; --mode is the older name of "
+            "--protocol, give only --protocol"
+        )
+    protocol = protocol or mode or "episodic"
     if save_theta is not None and backend == "reference":
         raise ConfigError(
             "--save-theta needs a θ backend: the reference protocol adapts every parameter"
@@ -176,14 +203,14 @@ def command(
     adapter = Adapter(
         session,
         steps=steps,
-        mode=mode,
+        mode=protocol,
         reset_every=reset_every,
         optimizer=optimizer,
         lr=lr,
         seed=seed,
         loss_guard=loss_guard or None,
     )
-    result = adapt_dataset(adapter, ds, progress=not quiet, limit=limit)
+    result = adapt_dataset(adapter, ds, progress=not quiet, limit=limit, metric_set=metric_set)
     payload = result.to_json()
     payload.update(
         {"artifact": str(artifact), "data": str(data_path), "backend": backend, "version": 1}
@@ -223,8 +250,11 @@ def _print_summary(result) -> None:  # noqa: ANN001 - DatasetAdaptResult
         )
     t = result.timing
     guards = {k: v for k, v in result.guards.items() if v}
+    protocol = result.settings.get("mode")
+    episode = "adaptation (once)" if protocol == "published" else "episode"
     click.echo(
-        f"{result.n_images} images, {result.batches} batches | "
-        f"step {t.get('step_ms', float('nan')):.1f} ms, episode {t.get('episode_ms', float('nan')):.1f} ms"
+        f"{result.n_images} images, {result.batches} batches | protocol {protocol}, "
+        f"metrics {result.metric_set} | step {t.get('step_ms', float('nan')):.1f} ms, "
+        f"{episode} {t.get('episode_ms', float('nan')):.1f} ms"
         + (f" | guards: {json.dumps(guards)}" if guards else "")
     )

@@ -89,12 +89,17 @@ def evaluate(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     tasks: Mapping[str, Any] | None = None,
+    metric_set: str = "ours",
 ) -> dict[str, dict[str, float]]:
-    """Metrics (eval schema) of the model's main heads on every labelled task of `ds`."""
+    """Metrics (eval schema of `metric_set`, "ours" or "published") of the model's main heads on
+    every labelled task of `ds`.  The published set's fits pool 8 consecutive images whatever
+    `batch_size` is."""
     net = getattr(model, "module", model)
     check_dataset_fits(ds, net.config)
     labels = dataset_labels(ds)
-    acc = MetricAccumulator(tasks if tasks is not None else list(net.config.task_names))
+    acc = MetricAccumulator(
+        tasks if tasks is not None else list(net.config.task_names), metric_set=metric_set
+    )
     for sl, preds in predict_batches(net, ds.image, batch_size, device):
         acc.update(preds, {t: (v[sl] if v is not None else None) for t, v in labels.items()})
     return acc.compute()
