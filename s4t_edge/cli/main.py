@@ -22,6 +22,7 @@ _COMMANDS = {
     "demo": "demo",
     "bench": "bench",
     "build": "build",
+    "import": "import_checkpoint",
 }
 
 
@@ -49,8 +50,8 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """S4T test-time training for multi-task dense prediction on edge GPUs.
 
-    Typical flow: `data synth` -> `train` -> `export` -> `check` -> `adapt` / `bench`
-    (and `build` for TensorRT engines on the device).
+    Typical flow: `data synth` -> `train` (or `import` an official S4T checkpoint) -> `export`
+    -> `check` -> `adapt` / `bench` (and `build` for TensorRT engines on the device).
     """
 
 
