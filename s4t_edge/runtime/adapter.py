@@ -4,8 +4,8 @@ Per batch: preprocess -> backbone once (the cut is reused by every step) -> K ×
 from the seeded generator, step, optimiser update) -> predict with the adapted θ.  Episodic mode
 resets θ and the optimiser for every batch; online mode carries them, optionally resetting every
 N batches.  Published mode is the published evaluation protocol: adapt once, on the first batch
-of the stream (K steps from the source), then predict every later batch with the adapted θ and no
-further steps (until `reset()`).
+of the stream (K steps from the source; a skipped batch does not count), then predict every later
+batch with the adapted θ and no further steps (until `reset()`).
 
 Guards keep a long-running device loop alive: a batch with non-finite pixels is skipped; a step
 whose loss or gradient is non-finite is rejected (θ and optimiser state as before it); an update

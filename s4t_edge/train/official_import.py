@@ -345,11 +345,34 @@ def _check_out(out: Path, overwrite: bool) -> None:
             raise OutputPathError(
                 f"run directory {str(out)!r} exists; pass --overwrite to replace it"
             )
-    parent = out.parent if out.parent != Path("") else Path(".")
-    if not parent.is_dir():
-        raise OutputPathError(f"the parent directory of --out {str(out)!r} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputPathError(f"cannot write into {str(parent)!r}")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the nearest existing ancestor must be writable
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise OutputPathError(f"cannot create {str(out)!r}: {str(parent)!r} is not writable")
+
+
+def _make_parents(out: Path) -> list[Path]:
+    """Create the missing parents of `out`; returns them, deepest first, for cleaning up."""
+    made: list[Path] = []
+    p = out.parent
+    while not p.exists():
+        made.append(p)
+        p = p.parent
+    for d in reversed(made):
+        try:
+            d.mkdir()
+        except OSError as e:
+            raise OutputPathError(f"cannot create {str(d)!r}: {e.strerror}") from None
+    return made
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    for d in dirs:  # deepest first
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def import_checkpoint(
@@ -449,6 +472,7 @@ def import_checkpoint(
     )
     tmp = out.parent / f".{out.name}.import-{os.getpid()}"
     old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+    made = _make_parents(out)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=False)
@@ -471,6 +495,7 @@ def import_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
             os.replace(old, out)
+        _remove_empty(made)
         raise OutputPathError(
             f"cannot write the run directory {str(out)!r}: {e.strerror}"
         ) from None
@@ -478,6 +503,7 @@ def import_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         if old.exists() and not out.exists():
             os.replace(old, out)
+        _remove_empty(made)
         raise
     shutil.rmtree(old, ignore_errors=True)
     return report
