@@ -23,10 +23,22 @@ from s4t_edge.errors import ConfigError
 @click.option("--steps", type=int, default=None, help="Steps per batch [manifest: s4t.steps].")
 @click.option(
     "--mode",
-    type=click.Choice(["episodic", "online"]),
+    type=click.Choice(["episodic", "online", "published"]),
     default="episodic",
     show_default=True,
-    help="episodic: reset θ and optimizer per batch (published); online: carry them.",
+    help="Evaluation protocol. episodic: reset θ and optimizer per batch, K steps on every "
+    "batch; online: carry them; published: the published protocol -- K steps on the first "
+    "batch only, then every batch evaluated with that θ (reference backend: all parameters, "
+    "eval-mode BatchNorm with the adapted running statistics).",
+)
+@click.option(
+    "--metrics",
+    "metric_set",
+    type=click.Choice(["ours", "published"]),
+    default="ours",
+    show_default=True,
+    help="ours: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1; published: the published "
+    "S4T metrics (depth RMSE and edge L1 after a per-batch-of-8 scale-and-shift fit).",
 )
 @click.option("--reset-every", type=int, default=None, help="online: reset θ every N batches.")
 @click.option(
@@ -107,6 +119,7 @@ def command(
     data_path: Path,
     steps: int | None,
     mode: str,
+    metric_set: str,
     reset_every: int | None,
     backend: str,
     source: Path | None,
@@ -142,6 +155,8 @@ def command(
       s4t-edge adapt art/ --data cam.npz --mode online --save-theta adapted.safetensors --json o.json
       s4t-edge adapt art/ --data fog.npz --backend reference --source runs/tiny --json ref.json
       s4t-edge adapt art/ --data taskonomy:/data/taskonomy --protocol nyud-taskonomy --json t.json
+      s4t-edge adapt art/ --data fog.npz --backend reference --source runs/tiny --mode published \\
+          --metrics published --json published.json
     """
     from s4t_edge.cli.dataopts import (
         input_normalisation,
@@ -211,13 +226,13 @@ def command(
         raise ConfigError(f"--source applies to the torch and reference backends, not {backend}")
 
     session = load(artifact, backend=backend, verify=not no_verify, **options)
-    protocol = resolve_protocol(data_protocol, session.artifact.manifest.get("protocol"))
+    preset = resolve_protocol(data_protocol, session.artifact.manifest.get("protocol"))
     if data_protocol is not None:  # an explicit preset brings its published TTT settings
-        steps = protocol.ttt["steps"] if steps is None else steps
-        optimizer = optimizer or protocol.ttt["optimizer"]
-        lr = protocol.ttt["lr"] if lr is None else lr
+        steps = preset.ttt["steps"] if steps is None else steps
+        optimizer = optimizer or preset.ttt["optimizer"]
+        lr = preset.ttt["lr"] if lr is None else lr
     ds = open_data(
-        str(data_path), protocol, size=session.input_size, published_quirks=published_quirks
+        str(data_path), preset, size=session.input_size, published_quirks=published_quirks
     )
     writer, on_batch = prediction_sink(
         predictions_dir, ds, {t.name: t.kind for t in session.artifact.tasks}, "adapt"
@@ -243,14 +258,16 @@ def command(
         ds,
         progress=not quiet,
         limit=limit,
-        normalisation=input_normalisation(ds, protocol, published_quirks),
+        normalisation=input_normalisation(ds, preset, published_quirks),
         on_batch=on_batch,
+        metric_set=metric_set,
     )
     payload = result.to_json()
     payload.update(
         {"artifact": str(artifact), "data": str(data_path), "backend": backend, "version": 1}
     )
-    payload["protocol"] = protocol.name if protocol is not None else None
+    payload["protocol"] = preset.name if preset is not None else None  # the dataset preset
+    payload["mode"] = mode
     if writer is not None:
         payload["predictions"] = str(predictions_dir)
         if not quiet:
@@ -292,8 +309,11 @@ def _print_summary(result) -> None:  # noqa: ANN001 - DatasetAdaptResult
         )
     t = result.timing
     guards = {k: v for k, v in result.guards.items() if v}
+    mode = result.settings.get("mode")
+    episode = "adaptation (once)" if mode == "published" else "episode"
     click.echo(
-        f"{result.n_images} images, {result.batches} batches | "
-        f"step {t.get('step_ms', float('nan')):.1f} ms, episode {t.get('episode_ms', float('nan')):.1f} ms"
+        f"{result.n_images} images, {result.batches} batches | mode {mode}, "
+        f"metrics {result.metric_set} | step {t.get('step_ms', float('nan')):.1f} ms, "
+        f"{episode} {t.get('episode_ms', float('nan')):.1f} ms"
         + (f" | guards: {json.dumps(guards)}" if guards else "")
     )

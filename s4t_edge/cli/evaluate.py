@@ -65,6 +65,16 @@ from s4t_edge.errors import ConfigError
     default=None,
     help="--shifts: write the table as markdown here (implies --shifts).",
 )
+@click.option(
+    "--metrics",
+    "metric_set",
+    type=click.Choice(["ours", "published"]),
+    default="ours",
+    show_default=True,
+    help="ours: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1; published: the published "
+    "S4T metrics (depth RMSE and edge L1 after a per-batch-of-8 scale-and-shift fit, in "
+    "dataset order).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 def command(
     run_dir: Path,
@@ -76,6 +86,7 @@ def command(
     seed: int,
     domains: str | None,
     md_path: Path | None,
+    metric_set: str,
     device: str,
     data_protocol: str | None = None,
     published_quirks: bool = False,
@@ -130,7 +141,7 @@ def command(
                 "--device cuda requested but no CUDA GPU is visible; use --device cpu"
             )
         run.model.to(device)
-    result: dict[str, Any] = {"run": str(run_dir)}
+    result: dict[str, Any] = {"run": str(run_dir), "metric_set": metric_set}
     if data_path is not None:
         from s4t_edge.cli.dataopts import input_normalisation, prediction_sink, resolve_protocol
         from s4t_edge.data import open_data
@@ -151,8 +162,9 @@ def command(
             device=device,
             normalisation=input_normalisation(ds, protocol, published_quirks),
             on_batch=on_batch,
+            metric_set=metric_set,
         )
-        click.echo(f"{data_path} ({len(ds)} images)")
+        click.echo(f"{data_path} ({len(ds)} images, {metric_set} metrics)")
         if metrics:
             click.echo(format_metrics_table(metrics))
         else:
@@ -176,6 +188,7 @@ def command(
             device=device,
             run=str(run_dir),
             progress=lambda d: click.echo(f"evaluating {d} ...", err=True),
+            metric_set=metric_set,
         )
         click.echo(report.table())
         result["shifts"] = report.to_dict()

@@ -25,6 +25,7 @@ _COMMANDS = {
     "bench": "bench",
     "build": "build",
     "sign": "sign",
+    "import": "import_checkpoint",
 }
 
 
@@ -52,8 +53,8 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """S4T test-time training for multi-task dense prediction on edge GPUs.
 
-    Typical flow: `data synth` -> `train` -> `export` -> `check` -> `adapt` / `bench`
-    (and `build` for TensorRT engines on the device).
+    Typical flow: `data synth` -> `train` (or `import` an official S4T checkpoint) -> `export`
+    -> `check` -> `adapt` / `bench` (and `build` for TensorRT engines on the device).
     """
 
 

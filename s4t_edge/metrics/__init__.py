@@ -4,6 +4,10 @@ The eval schema, shared by `s4t-edge eval`, training validation, the runtime and
 
     {"semseg": {"miou": %}, "depth": {"rmse": m, "abs_rel": ...}, "normals": {"mean_angle": °},
      "edge": {"f1": %, "l1": ...}}
+
+That is metric set "ours".  Metric set "published" (`s4t_edge.metrics.published`) has the keys the
+published S4T evaluation reports: semseg miou, depth rmse and edge l1 after a per-batch
+scale-and-shift fit, normals mean_angle.  Reports say which set they hold ("metric_set").
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from s4t_edge.metrics.dense import (
     IGNORE_INDEX,
     KINDS,
+    METRIC_SETS,
     DepthMeter,
     EdgeMeter,
     MetricAccumulator,
@@ -22,6 +27,7 @@ from s4t_edge.metrics.dense import (
 )
 from s4t_edge.metrics.multitask import (
     PRIMARY_METRICS,
+    PUBLISHED_PRIMARY_METRICS,
     delta_m,
     format_comparison_table,
     format_metrics_line,
@@ -31,7 +37,9 @@ from s4t_edge.metrics.multitask import (
 __all__ = [
     "IGNORE_INDEX",
     "KINDS",
+    "METRIC_SETS",
     "PRIMARY_METRICS",
+    "PUBLISHED_PRIMARY_METRICS",
     "DepthMeter",
     "EdgeMeter",
     "MetricAccumulator",

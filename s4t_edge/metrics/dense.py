@@ -20,6 +20,10 @@ KINDS = ("semseg", "depth", "normals", "edge")
 #: Label value that marks pixels without ground truth (semseg and edge labels).
 IGNORE_INDEX = 255
 
+#: The metric sets `MetricAccumulator` can compute: s4t-edge's own ("ours", this module) and the
+#: published S4T evaluation ("published", `s4t_edge.metrics.published`).
+METRIC_SETS = ("ours", "published")
+
 
 def resolve_kinds(tasks: Mapping[str, Any] | Iterable[str]) -> dict[str, str]:
     """Map task names to kinds.
@@ -233,12 +237,40 @@ class MetricAccumulator:
     Args:
         tasks: task names, a `{name: channels}` table or a `{name: kind}` mapping.  Only tasks
             listed here are scored; a batch whose labels lack a task (None or missing) skips it.
+        metric_set: "ours" (this module: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1) or
+            "published" (`s4t_edge.metrics.published`: mIoU, depth RMSE and edge L1 after a
+            per-batch scale-and-shift fit, normals angle).
+        fit_batch: "published" only: images per scale-and-shift fit (published valBatch 8),
+            counted in the order images are passed, independent of the update chunking.
     """
 
-    def __init__(self, tasks: Mapping[str, Any] | Iterable[str]) -> None:
+    def __init__(
+        self,
+        tasks: Mapping[str, Any] | Iterable[str],
+        metric_set: str = "ours",
+        fit_batch: int = 8,
+    ) -> None:
+        if metric_set not in METRIC_SETS:
+            raise ConfigError(
+                f"unknown metric set {metric_set!r}; choose one of {', '.join(METRIC_SETS)}"
+            )
         self.kinds = resolve_kinds(tasks)
+        self.metric_set = metric_set
+        if metric_set == "published":
+            from s4t_edge.metrics.published import PUBLISHED_METERS, _FittedMeter
+
+            def make(name: str, kind: str) -> _TaskMeter:
+                cls = PUBLISHED_METERS[kind]
+                if issubclass(cls, _FittedMeter):
+                    return cls(name, fit_batch=fit_batch)
+                return cls(name)
+        else:
+
+            def make(name: str, kind: str) -> _TaskMeter:
+                return _METERS[kind](name)
+
         self.meters: dict[str, _TaskMeter] = {
-            name: _METERS[kind](name) for name, kind in self.kinds.items()
+            name: make(name, kind) for name, kind in self.kinds.items()
         }
         self._seen: set[str] = set()
 
@@ -267,8 +299,10 @@ def compute_metrics(
     preds: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray | None],
     tasks: Mapping[str, Any] | Iterable[str] | None = None,
+    metric_set: str = "ours",
+    fit_batch: int = 8,
 ) -> dict[str, dict[str, float]]:
     """One-shot metrics of whole arrays; `tasks` defaults to every predicted task."""
-    acc = MetricAccumulator(list(preds) if tasks is None else tasks)
+    acc = MetricAccumulator(list(preds) if tasks is None else tasks, metric_set, fit_batch)
     acc.update(preds, labels)
     return acc.compute()

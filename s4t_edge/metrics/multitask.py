@@ -18,6 +18,15 @@ PRIMARY_METRICS: dict[str, tuple[str, bool]] = {
     "edge": ("f1", True),
 }
 
+#: The primary metrics of the published metric set (`s4t_edge.metrics.published`), which has no
+#: edge F1: edges are scored by their (scale-and-shift fitted) L1, lower is better.
+PUBLISHED_PRIMARY_METRICS: dict[str, tuple[str, bool]] = {
+    "semseg": ("miou", True),
+    "depth": ("rmse", False),
+    "normals": ("mean_angle", False),
+    "edge": ("l1", False),
+}
+
 #: Every metric a table shows: (task kind, metric key, column title, higher is better).
 COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("semseg", "miou", "mIoU %", True),
@@ -38,16 +47,27 @@ def delta_m(
 
     l_t = 1 when lower is better, so a positive Δm is an improvement over `baseline` and a negative
     one a degradation.  T counts the tasks that both dicts score (keys are task names; the kind is
-    the name, as everywhere in s4t-edge).
+    the name, as everywhere in s4t-edge).  Without `primary`, each task uses its entry of
+    `PRIMARY_METRICS` when both dicts have that key, else that of `PUBLISHED_PRIMARY_METRICS` (so
+    metrics of the published set, which has no edge F1, score edges by L1).
 
     Raises:
         ConfigError: no task in common, or a baseline metric of 0 (the relative change is undefined).
     """
-    table = PRIMARY_METRICS if primary is None else primary
+    tables = (PRIMARY_METRICS, PUBLISHED_PRIMARY_METRICS) if primary is None else (primary,)
     terms = []
-    for task, (key, higher) in table.items():
+    for task in tables[0]:
         if task not in metrics or task not in baseline:
             continue
+        key, higher = tables[0][task]
+        for table in tables:
+            if (
+                task in table
+                and table[task][0] in metrics[task]
+                and table[task][0] in baseline[task]
+            ):
+                key, higher = table[task]
+                break
         m, b = float(metrics[task][key]), float(baseline[task][key])
         if b == 0 or math.isnan(b):
             raise ConfigError(

@@ -1,9 +1,11 @@
-"""The S4T adaptation loop on θ: K steps per batch, guarded, episodic or online.
+"""The S4T adaptation loop on θ: K steps per batch, guarded, episodic, online or published.
 
 Per batch: preprocess -> backbone once (the cut is reused by every step) -> K × (draw mask noise
 from the seeded generator, step, optimiser update) -> predict with the adapted θ.  Episodic mode
-(the published protocol) resets θ and the optimiser for every batch; online mode carries them,
-optionally resetting every N batches.
+resets θ and the optimiser for every batch; online mode carries them, optionally resetting every
+N batches.  Published mode is the published evaluation protocol: adapt once, on the first batch
+of the stream (K steps from the source; a skipped batch does not count), then predict every later
+batch with the adapted θ and no further steps (until `reset()`).
 
 Guards keep a long-running device loop alive: a batch with non-finite pixels is skipped; a step
 whose loss or gradient is non-finite is rejected (θ and optimiser state as before it); an update
@@ -30,7 +32,7 @@ from s4t_edge.runtime.optim import Optimizer, OptimizerConfig, make_optimizer
 
 log = logging.getLogger(__name__)
 
-MODES = ("episodic", "online")
+MODES = ("episodic", "online", "published")
 GUARDS = (
     "nonfinite_input",
     "nonfinite_loss",
@@ -50,7 +52,7 @@ class AdaptConfig:
     """How the loop adapts (the CLI builds one; `Adapter` consumes it)."""
 
     steps: int | None = None  # K steps per batch; None: the manifest's s4t.steps
-    mode: str = "episodic"  # "episodic" (reset per batch, as published) | "online"
+    mode: str = "episodic"  # "episodic" (reset per batch) | "online" | "published" (adapt once)
     reset_every: int | None = None  # online: reset θ to the source every N batches
     seed: int = 0  # seed of the mask-noise generator (np.random.default_rng)
     loss_guard: float | None = 10.0  # reset to source θ when loss > this × first loss; None: off
@@ -140,7 +142,8 @@ class Adapter:
     Args:
         session: from `s4t_edge.runtime.load` (any backend, including "reference").
         steps: K gradient steps per batch (default: the manifest's s4t.steps).
-        mode: "episodic" | "online".
+        mode: "episodic" | "online" | "published" (K steps on the first batch only; every later
+            batch is predicted with the adapted θ, as the published protocol evaluates).
         reset_every: online mode only: back to the source θ every N batches.
         optimizer: None (the manifest's s4t.optimizer), "sgd"/"adam" (manifest values for the
             shared fields, that optimiser's defaults otherwise), a dict, an `OptimizerConfig`
@@ -192,6 +195,7 @@ class Adapter:
         self.guards: dict[str, int] = dict.fromkeys(GUARDS, 0)
         self.batches = 0  # batches adapted (skipped ones not counted)
         self.total_steps = 0
+        self.adapted = False  # published mode: the adaptation batch has been seen
         if self.protocol:
             session.set_optimizer(self.optimizer.config)
             self._source: dict[str, np.ndarray] = {}
@@ -252,6 +256,7 @@ class Adapter:
         """θ back to the source and fresh optimiser state (what episodic mode does per batch)."""
         self.theta = {k: v.copy() for k, v in self._source.items()}
         self.optimizer.reset()
+        self.adapted = False
         if self.protocol:
             self.session.reset()
 
@@ -343,10 +348,14 @@ class Adapter:
         self, images: np.ndarray, theta: Mapping[str, np.ndarray] | None = None
     ) -> dict[str, np.ndarray]:
         """Predictions without adapting (current θ by default; pass `source_theta` for the
-        source model)."""
+        source model).  The reference backend has no θ: `theta=None` predicts with its current
+        (adapted) weights and statistics in eval mode, any `theta` with the source model."""
         x, n = self._prepare(images)
         if self.protocol:
-            preds = self.session.predict_source(x)
+            if theta is None:
+                preds = self.session.predict_adapted(x)
+            else:
+                preds = self.session.predict_source(x)
         else:
             cut = self.session.backbone(x)
             preds = self.session.predict(cut, self.theta if theta is None else theta)
@@ -378,7 +387,20 @@ class Adapter:
             return AdaptResult(None, [], guards=guards, n=n, skipped=True, message=msg)
 
         cfg = self.config
-        if cfg.mode == "episodic" or (cfg.reset_every and self.batches % cfg.reset_every == 0):
+        before = cfg.predict_before if predict_before is None else bool(predict_before)
+        if cfg.mode == "published" and self.adapted:
+            # the published protocol adapts once; every later batch is only predicted
+            result = self._predict_only(x, before)
+            self.batches += 1
+            result.n = n
+            result.predictions = {k: v[:n] for k, v in (result.predictions or {}).items()}
+            if result.predictions_before is not None:
+                result.predictions_before = {k: v[:n] for k, v in result.predictions_before.items()}
+            result.timing["total_ms"] = (time.perf_counter() - t_start) * 1e3
+            return result
+        if cfg.mode in ("episodic", "published") or (
+            cfg.reset_every and self.batches % cfg.reset_every == 0
+        ):
             self.reset()
         elif not self.protocol and not all(np.isfinite(v).all() for v in self.theta.values()):
             # θ set from outside (e.g. by hand) is never stepped from: every step would fail.
@@ -387,7 +409,6 @@ class Adapter:
             self.reset()
         # Drawn step by step, not all K up front: memory stays one noise array whatever K is.
         noises = NoiseStream(self.session, self._rng, cfg.steps)
-        before = cfg.predict_before if predict_before is None else bool(predict_before)
         if self.protocol:
             result = self._adapt_protocol(x, noises, guards, before)
         else:
@@ -396,12 +417,47 @@ class Adapter:
             self.guards[k] += v
         self.batches += 1
         self.total_steps += cfg.steps
+        self.adapted = True
         result.n = n
         result.predictions = {k: v[:n] for k, v in (result.predictions or {}).items()}
         if result.predictions_before is not None:
             result.predictions_before = {k: v[:n] for k, v in result.predictions_before.items()}
         result.timing["total_ms"] = (time.perf_counter() - t_start) * 1e3
         return result
+
+    def _predict_only(self, x: np.ndarray, predict_before: bool) -> AdaptResult:
+        """Published mode after the adaptation batch: current θ (weights), no step."""
+        s = self.session
+        timing: dict[str, float] = {}
+        before = None
+        if self.protocol:
+            if predict_before:
+                t0 = time.perf_counter()
+                before = s.predict_source(x)
+                timing["predict_before_ms"] = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            preds = s.predict_adapted(x)
+            timing["predict_ms"] = (time.perf_counter() - t0) * 1e3
+            timing["episode_ms"] = timing["predict_ms"]
+        else:
+            t0 = time.perf_counter()
+            cut = s.backbone(x)
+            timing["backbone_ms"] = (time.perf_counter() - t0) * 1e3
+            if predict_before:
+                t0 = time.perf_counter()
+                before = s.predict(cut, self._source)
+                timing["predict_before_ms"] = (time.perf_counter() - t0) * 1e3
+            t0 = time.perf_counter()
+            preds = s.predict(cut, self.theta)
+            timing["predict_ms"] = (time.perf_counter() - t0) * 1e3
+            timing["episode_ms"] = timing["backbone_ms"] + timing["predict_ms"]
+        return AdaptResult(
+            predictions=preds,
+            loss_trace=[],
+            guards=dict.fromkeys(GUARDS, 0),
+            timing=timing,
+            predictions_before=before,
+        )
 
     def _adapt_theta(
         self,
@@ -556,8 +612,11 @@ class Adapter:
         )
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             **self.config.to_dict(),
             "optimizer": self.optimizer.config.to_dict(),
             "session": self.session.describe(),
         }
+        if not self.protocol:  # which BatchNorm statistics the graphs use (steps and predictions)
+            out["bn_stats"] = self.session.artifact.manifest.get("bn_stats")
+        return out

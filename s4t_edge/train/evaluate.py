@@ -104,8 +104,9 @@ def evaluate(
     *,
     normalisation: tuple[Any, Any] | None = None,
     on_batch: Callable[[Any, dict[str, np.ndarray]], None] | None = None,
+    metric_set: str = "ours",
 ) -> dict[str, dict[str, float]]:
-    """Metrics (eval schema) of the model's main heads on every labelled task of `ds`.
+    """Metrics (eval schema of `metric_set`) of the model's main heads on every labelled task.
 
     Args:
         ds: any data source (`s4t_edge.data.Dataset`, or a stream from disk); it is read batch
@@ -113,6 +114,8 @@ def evaluate(
         normalisation: (mean, std) to preprocess with instead of the model's own (the published
             cross-dataset protocols feed the target dataset's normalisation, facts §7.2).
         on_batch: called with (batch, predictions) after each batch, e.g. to write them out.
+        metric_set: "ours" or "published"; the published set's fits pool 8 consecutive images
+            whatever `batch_size` is.
 
     Returns:
         The metrics of the labelled tasks; {} for unlabeled data.
@@ -125,7 +128,9 @@ def evaluate(
         h, w = cfg.input_size
         raise ConfigError(f"images are {ds.size[0]}x{ds.size[1]} but the model expects {h}x{w}")
     mean, std = normalisation if normalisation is not None else (cfg.mean, cfg.std)
-    acc = MetricAccumulator(tasks if tasks is not None else list(cfg.task_names))
+    acc = MetricAccumulator(
+        tasks if tasks is not None else list(cfg.task_names), metric_set=metric_set
+    )
     dev = torch.device(device) if device is not None else next(net.parameters()).device
     was_training = net.training
     net.eval()

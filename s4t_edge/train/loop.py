@@ -13,7 +13,6 @@ only rank 0 validates and writes files.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -29,17 +28,17 @@ import torch.distributed as dist
 
 from s4t_edge.errors import ConfigError, OutputPathError
 from s4t_edge.metrics import format_metrics_line
-from s4t_edge.train.checkpoint import is_checkpoint_dir, load_checkpoint, save_checkpoint
+from s4t_edge.train.checkpoint import load_checkpoint, save_checkpoint
 from s4t_edge.train.config import S4TConfig, TrainConfig
 from s4t_edge.train.evaluate import check_dataset_fits, dataset_labels, evaluate, preprocess
 from s4t_edge.train.losses import labels_to_torch, pretrain_loss
 from s4t_edge.train.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
-    RUN_FORMAT,
     WEIGHTS_FILE,
     Run,
     configs_from_dict,
+    is_run_dir,
     model_state,
     read_config,
     save_tensors,
@@ -189,18 +188,6 @@ def split_validation(ds: Any, cfg: TrainConfig) -> tuple[_Arrays, _Arrays | None
         return _Arrays.of(ds), None, 0
     perm = np.random.default_rng([cfg.seed, 5]).permutation(n)
     return _Arrays.of(ds, np.sort(perm[n_val:])), _Arrays.of(ds, np.sort(perm[:n_val])), n_val
-
-
-# --------------------------------------------------------------------------- run directory
-def is_run_dir(out: Path) -> bool:
-    """Whether the config.json / checkpoint/ in `out` are an s4t-edge run's."""
-    cfg = out / CONFIG_FILE
-    if cfg.exists():
-        try:
-            return json.loads(cfg.read_text()).get("format") == RUN_FORMAT
-        except (OSError, ValueError, AttributeError):
-            return False
-    return is_checkpoint_dir(out / CHECKPOINT_DIR)
 
 
 def prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:

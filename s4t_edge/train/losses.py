@@ -163,7 +163,15 @@ def test_time_loss(
     cfg: S4TConfig,
     kinds: Mapping[str, str] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """S4T test-time loss: λ Σ_t w_t^power · mean|joint_t − stopgrad(main_t)| on raw outputs.
+    """S4T test-time loss as published: λ Σ_t w_t^power · ℓ_t on raw outputs, where
+
+        ℓ_t = Σ_{n,c,h,w} |joint_t − stopgrad(main_t)| / (N·H·W)
+
+    i.e. the L1 distance is summed over the task's C_t channels and averaged over pixels (the
+    published `L1Loss` divides by the pixel count, not by N·C·H·W), so a task weighs in with its
+    channel count: semseg with 7 logits counts 7× a per-element mean.  A per-element mean is the
+    same objective with w_t scaled by C_t^(−1/power), which `loss_weights` can express, so it is
+    not offered separately.
 
     No labels.  Written without in-place ops, `.item()` or data-dependent control flow, because
     export traces it with make_fx into the step graph.
@@ -172,7 +180,7 @@ def test_time_loss(
     total: Tensor | None = None
     per_task: dict[str, Tensor] = {}
     for name, kind in kinds.items():
-        ell = (joint[name] - main[name].detach()).abs().mean()
+        ell = (joint[name] - main[name].detach()).abs().sum(dim=1).mean()
         per_task[name] = ell
         term = (cfg.lambda_ * cfg.weight(name, kind) ** cfg.weight_power) * ell
         total = term if total is None else total + term

@@ -181,6 +181,38 @@ def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return cfg
 
 
+def is_run_dir(out: Path) -> bool:
+    """Whether the config.json / checkpoint/ in `out` are an s4t-edge run's (so that replacing
+    them with --overwrite destroys nothing the user wrote)."""
+    from s4t_edge.train.checkpoint import is_checkpoint_dir
+
+    cfg = out / CONFIG_FILE
+    if cfg.exists():
+        try:
+            return json.loads(cfg.read_text()).get("format") == RUN_FORMAT
+        except (OSError, ValueError, AttributeError):
+            return False
+    return is_checkpoint_dir(out / CHECKPOINT_DIR)
+
+
+def replace_run_files(tmp: Path, out: Path) -> None:
+    """Move the run files written in `tmp` into the existing run directory `out`.
+
+    Only what a run consists of changes: the new weights, then the new config.json (the file
+    `load_run` starts from) land by rename, and the old run's checkpoint/ -- training state of
+    the replaced model -- is removed.  Anything else in `out` stays.
+    """
+    import shutil
+
+    for name in (WEIGHTS_FILE, CONFIG_FILE):
+        if (tmp / name).exists():
+            os.replace(tmp / name, out / name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_config(run_dir: Path, config: Mapping[str, Any]) -> None:
     write_json(
         run_dir / CONFIG_FILE,

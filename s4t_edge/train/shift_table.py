@@ -31,6 +31,7 @@ class ShiftReport:
     size: int  # image size
     run: str = ""  # run directory the model came from, if any
     extra: dict[str, Any] = field(default_factory=dict)
+    metric_set: str = "ours"  # s4t_edge.metrics set the metrics belong to
 
     @property
     def shifts(self) -> list[str]:
@@ -49,7 +50,14 @@ class ShiftReport:
             f"Model `{self.run or 'in memory'}` evaluated on {self.n} synthetic {self.size}×{self.size} "
             f"images per domain (scene seed {self.seed}, identical scenes and labels in every domain). "
             "Δm is the mean relative change against `source` of mIoU, depth RMSE, normals angle and "
-            "edge F1 (sign-corrected so that negative = worse).",
+            + ("edge F1" if self.metric_set == "ours" else "edge L1")
+            + " (sign-corrected so that negative = worse)"
+            + (
+                "; published metric set (depth RMSE and edge L1 after a per-batch "
+                "scale-and-shift fit)."
+                if self.metric_set == "published"
+                else "."
+            ),
             "",
             self.table(markdown=True),
         ]
@@ -63,6 +71,7 @@ class ShiftReport:
             "seed": self.seed,
             "size": self.size,
             "run": self.run,
+            "metric_set": self.metric_set,
         }
 
 
@@ -75,6 +84,7 @@ def evaluate_shifts(
     device: str | torch.device | None = None,
     run: str = "",
     progress: Callable[[str], None] | None = None,
+    metric_set: str = "ours",
 ) -> ShiftReport:
     """Evaluate `model` on freshly rendered source and shifted data.
 
@@ -87,6 +97,7 @@ def evaluate_shifts(
         device: where to run the model (default: where its parameters are).
         run: label for the report (the run directory).
         progress: called with each domain name before it is rendered and evaluated.
+        metric_set: "ours" or "published" (`s4t_edge.metrics`).
     """
     from s4t_edge.data import DOMAINS, synth
     from s4t_edge.data.dataset import BYTES_PER_PIXEL, require_memory
@@ -108,6 +119,10 @@ def evaluate_shifts(
         if progress is not None:
             progress(name)
         ds = synth(name, n, h, seed)
-        metrics[name] = evaluate(model, ds, batch_size=batch_size, device=device)
+        metrics[name] = evaluate(
+            model, ds, batch_size=batch_size, device=device, metric_set=metric_set
+        )
     dm = {name: delta_m(m, metrics[SOURCE]) for name, m in metrics.items()}
-    return ShiftReport(metrics=metrics, delta_m=dm, n=n, seed=seed, size=h, run=run)
+    return ShiftReport(
+        metrics=metrics, delta_m=dm, n=n, seed=seed, size=h, run=run, metric_set=metric_set
+    )

@@ -89,6 +89,29 @@ def test_adapt_zero_steps_changes_nothing(toy, tmp_path: Path, capsys) -> None:
     assert res["before"]["metrics"] == res["after"]["metrics"] and res["delta_m"] == 0.0
 
 
+def test_adapt_published_protocol_and_metrics(toy, tmp_path: Path, capsys) -> None:
+    art, data = toy
+    args = ["adapt", art, "--data", data, "--steps", "3", "--mode", "published"]
+    code, out, err = run_cli(
+        capsys, *args, "--metrics", "published", "--json", tmp_path / "p.json", "--report",
+        tmp_path / "rep",
+    )  # fmt: skip
+    assert code == 0, err
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert res["metric_set"] == "published" and res["mode"] == "published"
+    assert [len(t) for t in res["loss_trace"]] == [3, 0, 0]  # adapted on the first batch only
+    assert set(res["after"]["metrics"]["depth"]) == {"rmse"}  # the published keys
+    assert "mode published, metrics published" in out
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "adapted once, on the first batch" in md and "**metrics**: published" in md
+    # the default stays ours + episodic; --protocol names a dataset preset, not the schedule
+    code, _, err = run_cli(capsys, *args[:-2], "--json", tmp_path / "e.json")
+    assert code == 0, err
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["metric_set"] == "ours" and res["mode"] == "episodic" and res["protocol"] is None
+    assert set(res["after"]["metrics"]["depth"]) == {"rmse", "abs_rel"}
+
+
 def _corrupt(art: Path, tmp_path: Path, how: str) -> Path:
     import shutil
 
@@ -115,6 +138,7 @@ def _corrupt(art: Path, tmp_path: Path, how: str) -> Path:
         ("batch_size", "static batch 2"),
         ("no_artifact", "does not exist"),
         ("save_theta_reference", "--save-theta needs a θ backend"),
+        ("schedule_is_not_a_preset", "unknown protocol 'published'"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(toy, tmp_path: Path, capsys, case, pattern) -> None:
@@ -136,6 +160,8 @@ def test_bad_inputs_give_one_line_errors(toy, tmp_path: Path, capsys, case, patt
         args[1] = tmp_path / "nowhere"
     elif case == "save_theta_reference":
         args += ["--backend", "reference", "--save-theta", tmp_path / "t.safetensors"]
+    elif case == "schedule_is_not_a_preset":
+        args += ["--protocol", "published"]
     code, _, err = run_cli(capsys, *args)
     assert code != 0
     lines = err.strip().splitlines()

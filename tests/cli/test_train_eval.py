@@ -88,6 +88,25 @@ def test_train_then_eval_writes_the_schema(run_dir, npz, tmp_path, capsys):
     assert "miou" in stdout and "mean_angle" in stdout
 
 
+def test_eval_published_metrics_say_so(run_dir, npz, tmp_path, capsys):
+    out = tmp_path / "p.json"
+    argv = ["eval", str(run_dir), "--data", str(npz / "test.npz"), "--json", str(out)]
+    code, stdout, _ = _run([*argv, "--metrics", "published"], capsys)
+    assert code == 0 and "published metrics" in stdout
+    res = json.loads(out.read_text())
+    assert res["metric_set"] == "published"
+    assert {t: set(v) for t, v in res["metrics"].items()} == {
+        "semseg": {"miou"}, "depth": {"rmse"}, "normals": {"mean_angle"}, "edge": {"l1"},
+    }  # fmt: skip
+    code, _, _ = _run(argv, capsys)
+    ours = json.loads(out.read_text())
+    assert ours["metric_set"] == "ours"
+    # same predictions: mIoU and normals agree; the scale-and-shift fit can only lower RMSE
+    assert res["metrics"]["semseg"] == ours["metrics"]["semseg"]
+    assert res["metrics"]["normals"]["mean_angle"] == ours["metrics"]["normals"]["mean_angle"]
+    assert res["metrics"]["depth"]["rmse"] <= ours["metrics"]["depth"]["rmse"] + 1e-9
+
+
 def test_eval_shift_table_markdown(run_dir, tmp_path, capsys):
     md = tmp_path / "shifts.md"
     code, stdout, _ = _run(

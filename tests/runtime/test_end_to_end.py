@@ -125,6 +125,53 @@ def test_reference_protocol(exported, images) -> None:
         assert np.array_equal(v.numpy(), params0[k].numpy()), k
 
 
+def test_reference_published_protocol_equals_a_hand_written_loop(exported, images) -> None:
+    """Published protocol, reference backend: K SGD steps (lr 2e-5, wd 1e-6, momentum 0) on all
+    parameters of the first batch in train mode (running stats updated, momentum 0.1), then the
+    whole set in eval mode with the adapted weights and statistics, no further step."""
+    import torch
+
+    from s4t_edge.runtime import Adapter, load
+    from s4t_edge.train.losses import test_time_loss
+    from s4t_edge.train.rundir import load_run
+
+    run_dir, art = exported
+    session = load(art, backend="reference")
+    a = Adapter(session, steps=3, seed=0, mode="published")
+    o = a.optimizer.config
+    assert (o.name, o.lr, o.weight_decay, o.momentum) == ("sgd", 2e-5, 1e-6, 0.0)
+    got = [a.adapt(images[i : i + 2]).predictions for i in (0, 2)]
+
+    run = load_run(run_dir)
+    model, cfg = run.model.float(), run.s4t_config
+    model.set_bn_mode(None)
+    x = [torch.from_numpy(session.preprocess(images[i : i + 2])) for i in (0, 2)]
+    rng = np.random.default_rng(0)
+    noises = [torch.from_numpy(session.mask_noise(rng)) for _ in range(3)]
+    opt = torch.optim.SGD(model.parameters(), lr=2e-5, weight_decay=1e-6, momentum=0.0)
+    bn = model.backbone.bn1
+    r0 = bn.running_mean.clone()
+    model.train()
+    for k, noise in enumerate(noises):
+        opt.zero_grad()
+        if k == 0:
+            with torch.no_grad():
+                stem = model.backbone.conv1(x[0])
+        out = model(x[0], noise)
+        if k == 0:  # running statistics move with momentum 0.1 towards the batch's
+            expect = 0.9 * r0 + 0.1 * stem.mean(dim=(0, 2, 3))
+            torch.testing.assert_close(bn.running_mean, expect, rtol=1e-5, atol=1e-6)
+        test_time_loss(out["main"], out["joint"], cfg)[0].backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        want = [model.predict(xi) for xi in x]
+    for g, w in zip(got, want, strict=True):
+        for t in g:
+            np.testing.assert_allclose(g[t], w[t].numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(bn.running_mean.numpy(), r0.numpy())
+
+
 def test_real_artifact_runs_without_torch(exported, images, tmp_path: Path) -> None:
     _, art = exported
     np.save(tmp_path / "img.npy", images)

@@ -96,19 +96,56 @@ def test_pretrain_loss_maps_tasks_by_name():
         pretrain_loss({"main": main, "aux": aux, "joint": joint}, {}, cfg)
 
 
-def test_test_time_loss_value_and_stop_gradient():
-    main, joint = _outputs(0), _outputs(1)
+def _official_tt_loss(main, joint, lam, weights, power):
+    """The published test-time loss written out independently (float64 numpy, explicit sums):
+    per task, Σ over all elements of |joint − main| divided by the pixel count N·H·W."""
+    import numpy as np
+
+    total, per_task = 0.0, {}
+    for t in main:
+        j = joint[t].detach().double().numpy()
+        m = main[t].detach().double().numpy()
+        n, _, h, w = j.shape
+        ell = float(np.sum(np.abs(j - m))) / (n * h * w)
+        per_task[t] = ell
+        total += lam * weights[t] ** power * ell
+    return total, per_task
+
+
+def test_test_time_loss_equals_the_official_formula():
+    main, joint = _outputs(0, n=3, h=5, w=7), _outputs(1, n=3, h=5, w=7)
     cfg = S4TConfig()
     total, per_task = tt_loss(main, joint, cfg)
-    expect = sum(0.01 * cfg.loss_weights[t] ** 2 * (joint[t] - main[t]).abs().mean() for t in CH)
-    assert total.item() == pytest.approx(expect.item(), rel=1e-6)
+    ref_total, ref_parts = _official_tt_loss(main, joint, 0.01, cfg.loss_weights, 2.0)
+    assert total.item() == pytest.approx(ref_total, rel=1e-6)
+    for t in CH:
+        assert per_task[t].item() == pytest.approx(ref_parts[t], rel=1e-6)
+    # weight power and lambda stay configurable
+    once, _ = tt_loss(main, joint, cfg.replace(weight_power=1.0, lambda_=1.0))
+    assert once.item() == pytest.approx(
+        _official_tt_loss(main, joint, 1.0, cfg.loss_weights, 1.0)[0], rel=1e-6
+    )
+
+
+def test_test_time_loss_per_task_term_is_channel_count_times_element_mean():
+    main, joint = _outputs(0), _outputs(1)
+    _, per_task = tt_loss(main, joint, S4TConfig())
+    for t, c in CH.items():
+        element_mean = (joint[t] - main[t]).abs().mean().item()
+        assert per_task[t].item() / element_mean == pytest.approx(c, rel=1e-6)
+
+
+def test_test_time_loss_stops_the_gradient_into_main():
+    main, joint = _outputs(0), _outputs(1)
+    total, per_task = tt_loss(main, joint, S4TConfig())
     assert set(per_task) == set(CH)
     total.backward()
     assert all(main[t].grad is None for t in CH)  # main is the (stop-gradient) target
     assert all(joint[t].grad is not None for t in CH)
-    once, _ = tt_loss(main, joint, cfg.replace(weight_power=1.0, lambda_=1.0))
-    expect1 = sum(cfg.loss_weights[t] * (joint[t] - main[t]).abs().mean() for t in CH)
-    assert once.item() == pytest.approx(expect1.item(), rel=1e-6)
+    # d/d joint of λ w² Σ|j − m| / (N·H·W) is λ w² sign(j − m) / (N·H·W)
+    n, _, h, w = joint["semseg"].shape
+    expect = 0.01 * 1.0 * torch.sign(joint["semseg"] - main["semseg"]) / (n * h * w)
+    assert torch.allclose(joint["semseg"].grad, expect.detach())
 
 
 def test_test_time_loss_traces_with_make_fx():
