@@ -10,7 +10,13 @@ from pathlib import Path
 
 import click
 
-from s4t_edge.cli.dataopts import DATA_HELP, predictions_option, protocol_option, quirks_option
+from s4t_edge.cli.dataopts import (
+    DATA_HELP,
+    metrics_option,
+    predictions_option,
+    protocol_option,
+    quirks_option,
+)
 from s4t_edge.errors import ConfigError
 
 
@@ -31,15 +37,7 @@ from s4t_edge.errors import ConfigError
     "batch only, then every batch evaluated with that θ (reference backend: all parameters, "
     "eval-mode BatchNorm with the adapted running statistics).",
 )
-@click.option(
-    "--metrics",
-    "metric_set",
-    type=click.Choice(["ours", "published"]),
-    default="ours",
-    show_default=True,
-    help="ours: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1; published: the published "
-    "S4T metrics (depth RMSE and edge L1 after a per-batch-of-8 scale-and-shift fit).",
-)
+@metrics_option
 @click.option("--reset-every", type=int, default=None, help="online: reset θ every N batches.")
 @click.option(
     "--backend",

@@ -38,6 +38,17 @@ quirks_option = click.option(
     "normals) and, with a protocol, normalise the input as the target dataset.",
 )
 
+metrics_option = click.option(
+    "--metrics",
+    "metric_set",
+    type=click.Choice(["ours", "published"]),
+    default="ours",
+    show_default=True,
+    help="ours: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1; published: the published "
+    "S4T metrics (depth RMSE and edge L1 after a per-batch-of-8 scale-and-shift fit, in "
+    "dataset order).",
+)
+
 predictions_option = click.option(
     "--predictions",
     "predictions_dir",

@@ -9,6 +9,7 @@ import click
 
 from s4t_edge.cli.dataopts import (
     DATA_HELP,
+    metrics_option,
     predictions_option,
     protocol_option,
     quirks_option,
@@ -65,16 +66,7 @@ from s4t_edge.errors import ConfigError
     default=None,
     help="--shifts: write the table as markdown here (implies --shifts).",
 )
-@click.option(
-    "--metrics",
-    "metric_set",
-    type=click.Choice(["ours", "published"]),
-    default="ours",
-    show_default=True,
-    help="ours: mIoU, depth RMSE/abs-rel, normals angle, edge F1/L1; published: the published "
-    "S4T metrics (depth RMSE and edge L1 after a per-batch-of-8 scale-and-shift fit, in "
-    "dataset order).",
-)
+@metrics_option
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 def command(
     run_dir: Path,

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.data.files import list_images, read_rgb
-from s4t_edge.data.nyud import check_root
-from s4t_edge.data.source import Reader
+from s4t_edge.data.source import Reader, check_root
 from s4t_edge.errors import DataError
 
 

@@ -50,13 +50,6 @@ _FILES = {
 TASKS = ("semseg", "depth", "normals", "edge")
 
 
-def check_root(root: Path, layout: str, must: str) -> None:
-    if not root.exists():
-        raise DataError(f"{root}: dataset folder not found; give the folder that holds {must}")
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder; give the {layout} dataset folder")
-
-
 class NyudReader(Reader):
     """Samples of one NYUD-v2 split (a name in gt_sets/, or several joined by ',')."""
 
@@ -71,16 +64,15 @@ class NyudReader(Reader):
         published_quirks: bool = False,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
-        check_root(
-            self.root, "NYUD-v2", "images/, segmentation/, depth/, normals/, edge/, gt_sets/"
+        side = self._open(
+            root,
+            "NYUD-v2",
+            "images/, segmentation/, depth/, normals/, edge/, gt_sets/",
+            protocol,
+            tasks,
+            TASKS,
+            published_quirks,
         )
-        self.quirks = bool(published_quirks)
-        side = protocol.side("nyud") if protocol is not None else None
-        self.tasks = tuple(tasks) if tasks is not None else (side.tasks if side else TASKS)
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad:
-            raise DataError(f"NYUD-v2 has no {bad[0]!r} labels; its tasks are {', '.join(TASKS)}")
         # several splits are sorted and concatenated, as the published constructor does
         names = sorted(s for s in split.split(",") if s)
         ids: list[str] = []

@@ -37,7 +37,6 @@ import numpy as np
 from s4t_edge.data.decode import class_lut, normals_from_rgb
 from s4t_edge.data.edges import pascal_edges
 from s4t_edge.data.files import read_label8, read_mat_array, read_rgb, read_split_list
-from s4t_edge.data.nyud import check_root
 from s4t_edge.data.protocols import VOC21_NAMES, Protocol
 from s4t_edge.data.source import Reader
 from s4t_edge.errors import DataError
@@ -83,16 +82,15 @@ class PascalReader(Reader):
         published_quirks: bool = False,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
-        check_root(self.root, "PASCAL-Context", "JPEGImages/, semseg/, pascal-context/, ImageSets/")
-        self.quirks = bool(published_quirks)
-        side = protocol.side("pascal") if protocol is not None else None
-        self.tasks = tuple(tasks) if tasks is not None else (side.tasks if side else TASKS)
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad:
-            raise DataError(
-                f"PASCAL-Context has no {bad[0]!r} labels; its tasks are {', '.join(TASKS)}"
-            )
+        side = self._open(
+            root,
+            "PASCAL-Context",
+            "JPEGImages/, semseg/, pascal-context/, ImageSets/",
+            protocol,
+            tasks,
+            TASKS,
+            published_quirks,
+        )
         names = sorted(s for s in split.split(",") if s)
         ids: list[str] = []
         for name in names:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,14 @@ from s4t_edge.errors import DataError
 DEFAULT_CACHE_MB = 64
 #: Batches decoded ahead per worker pool.
 DEFAULT_PREFETCH = 2
+
+
+def check_root(root: Path, layout: str, must: str) -> None:
+    """The dataset folder must exist and be a folder (one line naming it otherwise)."""
+    if not root.exists():
+        raise DataError(f"{root}: dataset folder not found; give the folder that holds {must}")
+    if not root.is_dir():
+        raise DataError(f"{root}: not a folder; give the {layout} dataset folder")
 
 
 class Reader:
@@ -55,6 +64,31 @@ class Reader:
         self.fit = "pad"
         self.exact = False
         self.pad_rgb: tuple[int, int, int] = (124, 116, 104)
+
+    def _open(
+        self,
+        root: str | Path,
+        layout: str,
+        must: str,
+        protocol: Any,
+        tasks: tuple[str, ...] | None,
+        available: tuple[str, ...],
+        published_quirks: bool,
+    ) -> Any:
+        """What every dataset reader does first: the root folder, the quirks flag and the tasks
+        to read (given, else the protocol side's, else all the layout has), checked.  Returns
+        the protocol's side for this dataset (None without a protocol)."""
+        self.root = Path(root)
+        check_root(self.root, layout, must)
+        self.quirks = bool(published_quirks)
+        side = protocol.side(self.kind) if protocol is not None else None
+        self.tasks = tuple(tasks) if tasks is not None else (side.tasks if side else available)
+        bad = [t for t in self.tasks if t not in available]
+        if bad:
+            raise DataError(
+                f"{layout} has no {bad[0]!r} labels; its tasks are {', '.join(available)}"
+            )
+        return side
 
     def configure(
         self,

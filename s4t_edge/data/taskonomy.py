@@ -53,7 +53,6 @@ import numpy as np
 from s4t_edge.data.decode import binary_edges, class_lut, normals_from_rgb
 from s4t_edge.data.files import read_label8, read_label16, read_rgb
 from s4t_edge.data.geometry import Plan, apply, resize_bilinear_rgb, resize_nearest
-from s4t_edge.data.nyud import check_root
 from s4t_edge.data.protocols import TASKONOMY18_NAMES, Protocol
 from s4t_edge.data.source import Reader
 from s4t_edge.errors import DataError
@@ -139,14 +138,15 @@ class TaskonomyReader(Reader):
         published_quirks: bool = False,
     ) -> None:
         super().__init__()
-        self.root = Path(root)
-        check_root(self.root, "Taskonomy", "rgb/taskonomy/<scene>/ and the other domain folders")
-        self.quirks = bool(published_quirks)
-        side = protocol.side("taskonomy") if protocol is not None else None
-        self.tasks = tuple(tasks) if tasks is not None else (side.tasks if side else TASKS)
-        bad = [t for t in self.tasks if t not in TASKS]
-        if bad:
-            raise DataError(f"Taskonomy has no {bad[0]!r} labels here; tasks: {', '.join(TASKS)}")
+        side = self._open(
+            root,
+            "Taskonomy",
+            "rgb/taskonomy/<scene>/ and the other domain folders",
+            protocol,
+            tasks,
+            TASKS,
+            published_quirks,
+        )
         rgb_root = self.root / "rgb" / "taskonomy"
         if not rgb_root.is_dir():
             raise DataError(
