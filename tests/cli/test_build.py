@@ -68,7 +68,9 @@ def fake_env(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     driver = HostDriver()
     monkeypatch.setattr(
-        "s4t_edge.runtime.backends.tensorrt.get_driver", lambda *a, **k: driver, raising=True
+        "s4t_edge.runtime.backends.tensorrt.builder.get_driver",
+        lambda *a, **k: driver,
+        raising=True,
     )
     return trt
 

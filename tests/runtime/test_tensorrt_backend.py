@@ -38,15 +38,17 @@ from s4t_edge.runtime.backends.tensorrt import (
     BuildConfig,
     TensorRTBackend,
     build_engines,
-    convert_to_fp16,
-    graph_recipe,
-    hyper_values,
     import_tensorrt,
+)
+from s4t_edge.runtime.backends.tensorrt.builder import graph_recipe
+from s4t_edge.runtime.backends.tensorrt.device_memory import CudaPythonDriver, get_driver
+from s4t_edge.runtime.backends.tensorrt.engine_cache import EngineCache
+from s4t_edge.runtime.backends.tensorrt.fp16 import convert_to_fp16
+from s4t_edge.runtime.backends.tensorrt.update_graphs import (
+    hyper_values,
     make_update_model,
     optimizer_spec,
 )
-from s4t_edge.runtime.cuda_mem import CudaPythonDriver, get_driver
-from s4t_edge.runtime.engine_cache import EngineCache
 from s4t_edge.runtime.optim import OptimizerConfig
 from tests.runtime.trt_fakes import HostDriver, fake_tensorrt
 from tests.toy_artifact import build_toy_artifact
@@ -99,8 +101,9 @@ def test_availability_is_reported_without_importing(monkeypatch: pytest.MonkeyPa
 
 def test_importing_the_backend_loads_no_gpu_library() -> None:
     code = (
-        "import sys, s4t_edge.runtime.backends.tensorrt, s4t_edge.runtime.cuda_mem, "
-        "s4t_edge.runtime.engine_cache, s4t_edge.runtime.buffers, s4t_edge.cli.build\n"
+        "import sys, s4t_edge.cli.build, s4t_edge.runtime.backends.tensorrt\n"
+        "from s4t_edge.runtime.backends.tensorrt import (builder, buffers, compat, "
+        "device_memory, engine_cache, fp16, runner, update_graphs)\n"
         "bad = [m for m in ('tensorrt', 'cuda', 'pycuda', 'torch', 'onnx') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -466,7 +469,7 @@ def test_weak_typing_only_where_the_builder_has_no_strong_typing(
 def test_one_build_path_per_tensorrt_family(
     version: str, strong_flag: bool, fp16_flag: bool, expected: str, net_flags: int
 ) -> None:
-    from s4t_edge.runtime.backends.tensorrt import network_flags
+    from s4t_edge.runtime.backends.tensorrt.compat import network_flags
 
     trt = fake_tensorrt(version, has_fp16_flag=fp16_flag, has_strong_typing=strong_flag)
     cfg = BuildConfig(fp16=True)

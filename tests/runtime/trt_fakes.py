@@ -20,7 +20,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto
 
-from s4t_edge.runtime.cuda_mem import CudaDriver, DeviceInfo
+from s4t_edge.runtime.backends.tensorrt.device_memory import CudaDriver, DeviceInfo
 
 
 class HostDriver(CudaDriver):

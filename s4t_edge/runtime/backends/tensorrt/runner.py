@@ -1,47 +1,25 @@
-"""TensorRT backend: engine building (`s4t-edge build`) and a device-resident S4T runner.
+"""The TensorRT runner: engines over device-resident buffers, and the K-step fast path.
 
-Written against the documented TensorRT Python API of 10.3 (JetPack 6.1/6.2), 10.13 (JetPack 7.1)
-and the 11.x migration guide; it has not been executed in this project's CI, which has no
-TensorRT.
+In the order a batch flows through it: the image goes up once, the backbone engine writes the cut
+into a cut arena that stays on the GPU for all K steps (`DeviceTensor`); per step the step engine
+computes loss and ∂L/∂θ at θ[cur], the update engine (update_graphs.py) writes θ[other] and the
+optimiser state, and only the loss scalars and Σ‖∂L/∂θ‖² come back to the host, which is what
+the guards need: a rejected step simply does not swap.  Every buffer is planned from the manifest
+(buffers.py) and allocated once (device_memory.py); on an integrated GPU (Jetson) image, loss and
+prediction buffers are mapped pinned memory bound directly into TensorRT (no copies at all).
 
-Design, in the order a batch flows through it:
-
-* **Engines.**  Each artifact graph (backbone, step, predict) is parsed from its file with the
-  ONNX parser (so external weights resolve) and built with the static shapes of the manifest.
-  One build path per TensorRT family (`typing_path`): wherever the builder offers strongly typed
-  networks (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``, TensorRT 10.0+; the only kind in
-  11.x) every graph is built strongly typed, so precision lives in the ONNX graph: an fp16
-  backbone is an fp16 copy of the backbone ONNX with fp32 graph inputs and cut outputs
-  (`convert_to_fp16`), and the step graph sees exactly the tensors it was exported with.  Only
-  a TensorRT without strong typing gets the weakly typed FP16 builder flag (deprecated in 10.12,
-  removed in 11.x) with the cut pinned to fp32.  The step graph is always fp32 (TF32 off): its
-  outputs are gradients.  Engines are cached under ``ART/engines/`` by `EngineKey`
-  (engine_cache.py), whose key holds the TensorRT version.
-* **Memory.**  Every tensor lives in one of a few arenas planned from the manifest
-  (buffers.py).  θ has two ping-pong copies plus a reset copy; the cut tensors, θ, gradients and
-  optimiser state stay on the device for all K steps of a batch.
-* **Optimiser on the device.**  SGD (momentum, weight decay, Nesterov) and Adam are tiny ONNX
-  graphs (`make_update_model`) compiled as a fourth engine that reads θ, ∂L/∂θ and state from
-  one ping-pong buffer and writes the other.  Per step only the loss scalars and Σ‖∂L/∂θ‖² come
-  back to the host, which is what the guards need: a rejected step simply does not swap.
-* **Jetson.**  On an integrated GPU the host and device share DRAM: image, loss and prediction
-  buffers are mapped pinned memory bound directly into TensorRT (no copies at all).
-
-The class also implements the plain `Backend` interface (numpy θ in, numpy gradients out) so the
-Adapter and parity tests can drive it like any other backend; `run_steps` is the fast path.
+`TensorRTBackend` also implements the plain `Backend` interface (numpy θ in, numpy gradients
+out) so the Adapter and parity tests can drive it like any other backend; `run_steps` is the
+fast path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import os
-import shutil
-import tempfile
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +28,7 @@ import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError, ConfigError
 from s4t_edge.runtime.backends.base import Backend, Cut, StepResult
-from s4t_edge.runtime.buffers import (
+from s4t_edge.runtime.backends.tensorrt.buffers import (
     GRAD_SQ_NAME,
     HYPER_NAME,
     HYPER_SIZE,
@@ -65,864 +43,43 @@ from s4t_edge.runtime.buffers import (
     plan_buffers,
     state_specs,
 )
-from s4t_edge.runtime.cuda_mem import (
+from s4t_edge.runtime.backends.tensorrt.builder import (
+    ARTIFACT_GRAPHS,
+    BuildConfig,
+    EngineBuilder,
+    engine_key,
+    graph_recipe,
+    graph_sha,
+    load_artifact,
+    resolve_artifact_engine,
+    resolve_update_engine,
+)
+from s4t_edge.runtime.backends.tensorrt.compat import (
+    STRONG_ONLY_FROM,
+    import_tensorrt,
+    trt_version_tuple,
+)
+from s4t_edge.runtime.backends.tensorrt.device_memory import (
     CudaDriver,
     DeviceArena,
-    DeviceInfo,
     HostArena,
+    MirroredArena,
     get_driver,
     is_jetson,
 )
-from s4t_edge.runtime.engine_cache import (
+from s4t_edge.runtime.backends.tensorrt.engine_cache import (
     CacheHit,
     EngineCache,
-    EngineKey,
     read_bytes,
     write_bytes,
 )
-
-TRT_MISSING_HINT = (
-    "TensorRT is not installed: install `s4t-edge[tensorrt]` (x86-64, `pip install "
-    "'s4t-edge[tensorrt]'`) or, on Jetson, JetPack's python3-libnvinfer (`sudo apt install "
-    "python3-libnvinfer`)"
+from s4t_edge.runtime.backends.tensorrt.update_graphs import (
+    hyper_values,
+    manifest_optimizer,
+    optimizer_spec,
+    update_graph_name,
+    update_model_for,
 )
-ONNX_MISSING_HINT = (
-    "the onnx package is needed to {what}: `pip install onnx` (aarch64 wheels exist for Jetson)"
-)
-ARTIFACT_GRAPHS = ("backbone", "step", "predict")
-UPDATE_OPSET = 17
-# 11.x has strongly typed networks only (the weak typing APIs are removed, and the creation flag
-# is accepted but ignored); 10.0+ offers them through NetworkDefinitionCreationFlag.STRONGLY_TYPED.
-STRONG_ONLY_FROM = 11
-
-
-def import_tensorrt() -> Any:
-    """Import `tensorrt`, or raise a one-line BackendError saying how to install it."""
-    try:
-        import tensorrt as trt  # noqa: PLC0415 - optional, heavy, device-only
-    except ImportError:
-        raise BackendError(TRT_MISSING_HINT) from None
-    except Exception as e:  # noqa: BLE001 - broken installs raise OSError & co. from the .so
-        raise BackendError(
-            f"TensorRT is installed but cannot be loaded ({type(e).__name__}: {e}); check that "
-            "its CUDA libraries match the driver, or reinstall `s4t-edge[tensorrt]`"
-        ) from None
-    return trt
-
-
-def tensorrt_available() -> str:
-    """ "ok", or why the backend cannot run here -- without importing TensorRT or CUDA.
-
-    For registries and `s4t-edge env`: finding the modules is cheap, loading them is not.
-    """
-    import importlib.util  # noqa: PLC0415
-
-    if importlib.util.find_spec("tensorrt") is None:
-        return TRT_MISSING_HINT
-    try:
-        cuda_found = importlib.util.find_spec("cuda") is not None
-    except (ImportError, ValueError):
-        cuda_found = False
-    if not cuda_found and importlib.util.find_spec("pycuda") is None:
-        return "no CUDA Python binding: pip install cuda-python (or pycuda)"
-    return "ok"
-
-
-def _import_onnx(what: str) -> Any:
-    try:
-        import onnx  # noqa: PLC0415 - not part of the torch-free device install by default
-    except ImportError:
-        raise BackendError(ONNX_MISSING_HINT.format(what=what)) from None
-    return onnx
-
-
-def trt_version_tuple(version: str) -> tuple[int, int]:
-    parts = [int(p) if p.isdigit() else 0 for p in version.split(".")[:2]]
-    while len(parts) < 2:
-        parts.append(0)
-    return parts[0], parts[1]
-
-
-def typing_path(trt: Any) -> str:
-    """ "strong" wherever this TensorRT's builder offers strongly typed networks, else "weak".
-
-    Strong typing exists from 10.0 on (the creation flag) and is all 11.x has.  "weak" (the FP16
-    builder flag with precision constraints) remains only for a TensorRT without the flag.
-    """
-    if trt_version_tuple(str(trt.__version__))[0] >= STRONG_ONLY_FROM:
-        return "strong"
-    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    return "strong" if hasattr(flags, "STRONGLY_TYPED") else "weak"
-
-
-def network_flags(trt: Any, strongly_typed: bool) -> int:
-    """`create_network` flags: STRONGLY_TYPED where the enum has it (harmless on 11.x)."""
-    flags = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    if strongly_typed and hasattr(flags, "STRONGLY_TYPED"):
-        return 1 << int(flags.STRONGLY_TYPED)
-    return 0
-
-
-# ============================================================================================
-# Build configuration
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """How `s4t-edge build` (and the runner, for missing engines) compiles the graphs."""
-
-    fp16: bool = False  # backbone in half precision; cut tensors, step and predict stay fp32
-    tf32: bool = False  # allow TF32 in backbone/predict (never in the step graph)
-    workspace_mib: int | None = None  # builder scratch limit; None: TensorRT's default
-    timing_cache: str | None = None  # timing cache file; None: ART/engines/timing-<env>.cache
-    force: bool = False  # rebuild even when a valid engine is cached
-    device: int = 0  # CUDA ordinal
-    verbose: bool = False  # TensorRT's VERBOSE log
-
-    def __post_init__(self) -> None:
-        if self.workspace_mib is not None and self.workspace_mib <= 0:
-            raise ConfigError("--workspace must be a positive number of MiB")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BuildConfig:
-        # Unknown keys are dropped: an index written by an older s4t-edge may hold options that
-        # no longer exist (e.g. `strongly_typed`, now decided by the TensorRT version).
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def persistent(self) -> dict[str, Any]:
-        """The options a later runner should reuse (not one-off ones like --force)."""
-        d = self.to_dict()
-        for k in ("force", "verbose", "timing_cache"):
-            d.pop(k, None)
-        return d
-
-
-@dataclass(frozen=True)
-class GraphRecipe:
-    """How one engine is built: which precision path, from which ONNX."""
-
-    graph: str  # backbone | step | predict | update-<optimizer>
-    precision: str  # fp32 | tf32 | fp16 | fp16-strongly-typed
-    strongly_typed: bool
-    fp16_flag: bool
-    tf32: bool
-
-
-def graph_recipe(graph: str, cfg: BuildConfig, trt: Any) -> GraphRecipe:
-    """Precision decisions per graph: fp16 only ever applies to the backbone.
-
-    The typing follows the TensorRT family (`typing_path`), never an option: strongly typed
-    wherever the builder offers it, for every graph.
-    """
-    strong = typing_path(trt) == "strong"
-    if graph == "backbone" and cfg.fp16:
-        if not strong and not hasattr(trt.BuilderFlag, "FP16"):
-            raise ConfigError(
-                f"TensorRT {trt.__version__} offers neither strongly typed networks nor the FP16 "
-                "builder flag; build without --fp16"
-            )
-        return GraphRecipe(
-            graph,
-            "fp16-strongly-typed" if strong else "fp16",
-            strongly_typed=strong,
-            fp16_flag=not strong,
-            tf32=cfg.tf32,
-        )
-    if graph in ("backbone", "predict") and cfg.tf32:
-        return GraphRecipe(graph, "tf32", strongly_typed=strong, fp16_flag=False, tf32=True)
-    # step and update graphs: fp32 arithmetic, TF32 off -- they produce gradients and θ.
-    return GraphRecipe(graph, "fp32", strongly_typed=strong, fp16_flag=False, tf32=False)
-
-
-# ============================================================================================
-# ONNX rewrites (onnx + numpy only; imported lazily)
-
-# Inputs that must stay fp32 whatever the data precision (ONNX types them as plain float).
-_FP32_INPUT_POSITIONS: dict[str, frozenset[int]] = {
-    "Resize": frozenset({1, 2}),  # roi, scales
-    "Upsample": frozenset({1}),  # scales
-}
-_FP16_MAX = float(np.finfo(np.float16).max)
-
-
-def convert_to_fp16(model: Any, keep_fp32_ops: Iterable[str] = ()) -> tuple[Any, dict[str, int]]:
-    """Rewrite a float32 ONNX model to float16 compute with float32 graph inputs and outputs.
-
-    This is what a strongly-typed TensorRT build needs for an fp16 backbone: precision lives in
-    the graph, not in builder flags.  Weights become fp16 (clipped to ±65504), every float graph
-    input gets a Cast to fp16, every float graph output a Cast back to fp32 under its original
-    name (so the engine's I/O names and dtypes are exactly the manifest's), `Cast(to=FLOAT)`
-    becomes `Cast(to=FLOAT16)`, and inputs that ONNX requires as fp32 (Resize scales/roi) or ops
-    listed in `keep_fp32_ops` get fp32 values through explicit casts.
-
-    Args:
-        model: an `onnx.ModelProto` (not modified).
-        keep_fp32_ops: op types to compute in fp32 (their float inputs are cast up, outputs down).
-
-    Returns:
-        (new model, stats) with stats counting converted initializers, clipped values and casts.
-    """
-    onnx = _import_onnx("convert the backbone to fp16")
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
-
-    FLOAT, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
-    keep = frozenset(keep_fp32_ops)
-    src = onnx.ModelProto()
-    src.CopyFrom(model)
-    g = src.graph
-    for node in g.node:
-        for attr in node.attribute:
-            if attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
-                raise BackendError(
-                    f"fp16 conversion does not handle control flow ({node.op_type}); build the "
-                    "backbone without --strongly-typed or without --fp16"
-                )
-    try:
-        inferred = onnx.shape_inference.infer_shapes(src)
-    except Exception as e:  # noqa: BLE001 - onnx raises several error types
-        raise BackendError(f"cannot infer types of the backbone for fp16 conversion: {e}") from None
-    types: dict[str, int] = {}
-    for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
-    inits = {t.name: t for t in g.initializer}
-    for name, t in inits.items():
-        types[name] = t.data_type
-
-    used_names: set[str] = set(types) | {n.name for n in g.node}
-    for node in g.node:
-        used_names.update(node.input)
-        used_names.update(node.output)
-
-    def unique(base: str) -> str:
-        name, i = base, 1
-        while name in used_names:
-            name = f"{base}_{i}"
-            i += 1
-        used_names.add(name)
-        return name
-
-    stats = {"initializers": 0, "clipped": 0, "casts": 0}
-    new_nodes: list[Any] = []
-    new_inits: list[Any] = []
-    # actual[value] = {dtype: tensor name holding that value in that dtype}
-    actual: dict[str, dict[int, str]] = {}
-    init_fp32: dict[str, np.ndarray] = {}
-
-    graph_outputs = {o.name for o in g.output}
-    input_names = [i.name for i in g.input if i.name not in inits]
-
-    for name in input_names:
-        actual[name] = {types.get(name, 0): name}
-
-    def wanted(node: Any, i: int) -> int:
-        """The dtype input `i` of `node` must have after the rewrite (for float values)."""
-        if node.op_type in keep or node.op_type == "Constant":
-            return FLOAT
-        return FLOAT if i in _FP32_INPUT_POSITIONS.get(node.op_type, ()) else F16
-
-    # Weights read only where fp32 is required (e.g. Resize scales) keep their dtype and name.
-    fp16_readers = {
-        name for node in g.node for i, name in enumerate(node.input) if wanted(node, i) == F16
-    }
-    for name, t in inits.items():
-        if t.data_type == FLOAT and name not in fp16_readers:
-            new_inits.append(t)
-            actual[name] = {FLOAT: name}
-        elif t.data_type == FLOAT:
-            arr = numpy_helper.to_array(t)
-            init_fp32[name] = arr
-            over = np.abs(arr) > _FP16_MAX
-            stats["clipped"] += int(np.count_nonzero(over & np.isfinite(arr)))
-            half = np.clip(arr, -_FP16_MAX, _FP16_MAX).astype(np.float16)
-            new_inits.append(numpy_helper.from_array(half, name))
-            stats["initializers"] += 1
-            actual[name] = {F16: name}
-        else:
-            new_inits.append(t)
-            actual[name] = {t.data_type: name}
-
-    def get(name: str, want: int) -> str:
-        """Name of a tensor holding value `name` in dtype `want`, adding a cast if needed."""
-        versions = actual.setdefault(name, {})
-        if want in versions:
-            return versions[want]
-        if name in init_fp32 and want == FLOAT:
-            alias = unique(f"{name}__fp32")
-            new_inits.append(numpy_helper.from_array(init_fp32[name], alias))
-            versions[FLOAT] = alias
-            return alias
-        if not versions:
-            raise BackendError(f"fp16 conversion: value {name!r} is used before it is produced")
-        source = next(iter(versions.values()))
-        alias = unique(f"{name}__{'fp16' if want == F16 else 'fp32'}")
-        new_nodes.append(
-            helper.make_node("Cast", [source], [alias], to=want, name=unique(f"cast_{alias}"))
-        )
-        stats["casts"] += 1
-        versions[want] = alias
-        return alias
-
-    for node in g.node:
-        new = onnx.NodeProto()
-        new.CopyFrom(node)
-        compute_fp32 = node.op_type in keep or node.op_type == "Constant"
-        for i, name in enumerate(node.input):
-            if not name or types.get(name) != FLOAT:
-                continue
-            new.input[i] = get(name, wanted(node, i))
-        if not compute_fp32:
-            for attr in new.attribute:
-                if attr.name in ("to", "dtype") and attr.type == onnx.AttributeProto.INT:
-                    if attr.i == FLOAT:
-                        attr.i = F16
-                if attr.name == "value" and attr.type == onnx.AttributeProto.TENSOR:
-                    if attr.t.data_type == FLOAT:
-                        arr = numpy_helper.to_array(attr.t).astype(np.float16)
-                        attr.t.CopyFrom(numpy_helper.from_array(arr, attr.t.name))
-        out_dtype = FLOAT if compute_fp32 else F16
-        for j, out in enumerate(node.output):
-            if not out or types.get(out) != FLOAT:
-                if out:
-                    actual[out] = {types.get(out, 0): out}
-                continue
-            if out in graph_outputs and out_dtype != FLOAT:
-                produced = unique(f"{out}__fp16")
-                new.output[j] = produced
-                actual[out] = {out_dtype: produced}
-            else:
-                actual[out] = {out_dtype: out}
-        new_nodes.append(new)
-
-    # Graph outputs come back to fp32 under their own names.
-    for out in g.output:
-        if types.get(out.name) != FLOAT:
-            continue
-        versions = actual.get(out.name, {})
-        if versions.get(FLOAT) == out.name:
-            continue
-        if out.name in input_names:
-            continue  # a pass-through input is already fp32
-        src_name = versions.get(F16) or next(iter(versions.values()))
-        new_nodes.append(
-            helper.make_node(
-                "Cast", [src_name], [out.name], to=FLOAT, name=unique(f"cast_{out.name}")
-            )
-        )
-        stats["casts"] += 1
-
-    # Drop initializers nothing reads any more (an fp16 weight only ever used in fp32 positions).
-    read = {i for n in new_nodes for i in n.input} | graph_outputs
-    kept_inits = [t for t in new_inits if t.name in read]
-
-    out_graph = helper.make_graph(
-        new_nodes,
-        g.name or "backbone_fp16",
-        [i for i in g.input if i.name not in inits],
-        list(g.output),
-        initializer=kept_inits,
-    )
-    out_model = helper.make_model(
-        out_graph, opset_imports=list(src.opset_import), producer_name="s4t-edge-fp16"
-    )
-    out_model.ir_version = src.ir_version
-    return out_model, stats
-
-
-def update_graph_name(optimizer: str, nesterov: bool = False) -> str:
-    return f"update-{optimizer}{'-nesterov' if optimizer == 'sgd' and nesterov else ''}"
-
-
-def make_update_model(
-    theta_specs: Sequence[Any],
-    grad_names: Iterable[str],
-    optimizer: str,
-    nesterov: bool = False,
-) -> Any:
-    """The device-side optimiser step as an ONNX graph (PyTorch's SGD / Adam semantics).
-
-    Inputs: every θ tensor (its own name), ``grad/<name>`` for those with gradients,
-    ``state/<slot>/<name>``, and ``hyper`` (float32[8], per step; see `hyper_values`).
-    Outputs: ``new/<name>``, ``new_state/<slot>/<name>`` and ``grad_sq`` = Σ‖g‖², which is
-    non-finite exactly when some gradient is -- the host reads it with the loss to guard the step.
-
-    SGD:  d = g + wd·p;  b' = μ·b + c·d;  s = d + μ·b' (Nesterov) or b';  p' = p − lr·s
-          (c = 1 − dampening, except 1 on a buffer's first step, when PyTorch copies d)
-    Adam: g' = g + wd·p;  m' = β1·m + (1−β1)·g';  v' = β2·v + (1−β2)·g'²;
-          p' = p − (lr/(1−β1ᵗ))·m' / (√v'·(1/√(1−β2ᵗ)) + ε)
-    θ tensors without a gradient are copied unchanged (PyTorch skips parameters without grad).
-    """
-    onnx = _import_onnx("build the device-side optimiser graph")
-    from onnx import TensorProto, helper  # noqa: PLC0415
-
-    if optimizer not in OPTIMIZER_SLOTS:
-        raise ConfigError(
-            f"no device-side update for optimizer {optimizer!r}; "
-            f"use one of {sorted(OPTIMIZER_SLOTS)}"
-        )
-    grads = set(grad_names)
-    F = TensorProto.FLOAT
-    nodes: list[Any] = []
-    inits: list[Any] = []
-    inputs = []
-    outputs = []
-    counter = [0]
-
-    def tmp(prefix: str) -> str:
-        counter[0] += 1
-        return f"_{prefix}_{counter[0]}"
-
-    def op(kind: str, ins: list[str], out: str | None = None, **attrs: Any) -> str:
-        out = out or tmp(kind.lower())
-        nodes.append(helper.make_node(kind, ins, [out], name=tmp("n"), **attrs))
-        return out
-
-    inputs.append(helper.make_tensor_value_info(HYPER_NAME, F, [HYPER_SIZE]))
-    hyper: list[str] = []
-    for i in range(HYPER_SIZE):
-        idx = f"_idx{i}"
-        inits.append(helper.make_tensor(idx, TensorProto.INT64, [], [i]))
-        hyper.append(op("Gather", [HYPER_NAME, idx], out=f"_h{i}", axis=0))
-
-    slots = OPTIMIZER_SLOTS[optimizer]
-    sq_terms: list[str] = []
-    for t in theta_specs:
-        shape = [int(d) for d in t.shape]
-        p = t.name
-        inputs.append(helper.make_tensor_value_info(p, F, shape))
-        state_in = {s: f"{STATE_PREFIX}{s}/{p}" for s in slots}
-        state_out = {s: f"{NEW_STATE_PREFIX}{s}/{p}" for s in slots}
-        for s in slots:
-            inputs.append(helper.make_tensor_value_info(state_in[s], F, shape))
-            outputs.append(helper.make_tensor_value_info(state_out[s], F, shape))
-        outputs.append(helper.make_tensor_value_info(f"{NEW_PREFIX}{p}", F, shape))
-        gname = f"grad/{p}"
-        if gname not in grads:
-            op("Identity", [p], out=f"{NEW_PREFIX}{p}")
-            for s in slots:
-                op("Identity", [state_in[s]], out=state_out[s])
-            continue
-        inputs.append(helper.make_tensor_value_info(gname, F, shape))
-        sq_terms.append(op("ReduceSumSquare", [gname], keepdims=0))
-        if optimizer == "sgd":
-            lr, mu, wd, c = hyper[0], hyper[1], hyper[2], hyper[3]
-            d = op("Add", [gname, op("Mul", [wd, p])])
-            buf = op(
-                "Add",
-                [op("Mul", [mu, state_in["momentum_buffer"]]), op("Mul", [c, d])],
-                out=state_out["momentum_buffer"],
-            )
-            step = op("Add", [d, op("Mul", [mu, buf])]) if nesterov else buf
-            op("Sub", [p, op("Mul", [lr, step])], out=f"{NEW_PREFIX}{p}")
-        else:
-            step_size, b1, omb1, b2, omb2, wd, inv_bc2, eps = hyper
-            g2 = op("Add", [gname, op("Mul", [wd, p])])
-            m = op(
-                "Add",
-                [op("Mul", [b1, state_in["exp_avg"]]), op("Mul", [omb1, g2])],
-                out=state_out["exp_avg"],
-            )
-            v = op(
-                "Add",
-                [op("Mul", [b2, state_in["exp_avg_sq"]]), op("Mul", [omb2, op("Mul", [g2, g2])])],
-                out=state_out["exp_avg_sq"],
-            )
-            denom = op("Add", [op("Mul", [op("Sqrt", [v]), inv_bc2]), eps])
-            op("Sub", [p, op("Mul", [step_size, op("Div", [m, denom])])], out=f"{NEW_PREFIX}{p}")
-    if sq_terms:
-        op("Sum", sq_terms, out=GRAD_SQ_NAME)
-    else:
-        inits.append(helper.make_tensor("_zero", F, [], [0.0]))
-        op("Identity", ["_zero"], out=GRAD_SQ_NAME)
-    outputs.append(helper.make_tensor_value_info(GRAD_SQ_NAME, F, []))
-    graph = helper.make_graph(nodes, update_graph_name(optimizer, nesterov), inputs, outputs, inits)
-    model = helper.make_model(
-        graph,
-        opset_imports=[helper.make_opsetid("", UPDATE_OPSET)],
-        producer_name="s4t-edge-update",
-    )
-    model.ir_version = 8  # readable by the ONNX parser of TensorRT 10.3 and onnxruntime alike
-    onnx.checker.check_model(model)
-    return model
-
-
-def optimizer_spec(optimizer: Any) -> dict[str, Any]:
-    """Normalise an optimiser description (manifest dict, config object) to a plain dict."""
-    if optimizer is None:
-        raise ConfigError(
-            "no optimizer given and the manifest has none; pass optimizer={'name': 'sgd', ...}"
-        )
-    if hasattr(optimizer, "to_dict"):
-        optimizer = optimizer.to_dict()
-    elif dataclasses.is_dataclass(optimizer):
-        optimizer = dataclasses.asdict(optimizer)
-    spec = dict(optimizer)
-    name = str(spec.get("name", "sgd")).lower()
-    if name not in OPTIMIZER_SLOTS:
-        raise ConfigError(f"optimizer {name!r} has no device-side update; use sgd or adam")
-    betas = spec.get("betas") or (0.9, 0.999)
-    return {
-        "name": name,
-        "lr": float(spec.get("lr", 2e-5)),
-        "momentum": float(spec.get("momentum", 0.0) or 0.0),
-        "weight_decay": float(spec.get("weight_decay", 0.0) or 0.0),
-        "dampening": float(spec.get("dampening", 0.0) or 0.0),
-        "nesterov": bool(spec.get("nesterov", False)),
-        "betas": (float(betas[0]), float(betas[1])),
-        "eps": float(spec.get("eps", 1e-8)),
-    }
-
-
-def hyper_values(spec: Mapping[str, Any], t: int) -> np.ndarray:
-    """The `hyper` vector of the update graph for step number `t` (1-based, as in PyTorch)."""
-    h = np.zeros(HYPER_SIZE, dtype=np.float32)
-    if spec["name"] == "sgd":
-        first = t <= 1 or spec["momentum"] == 0
-        c = 1.0 if first else 1.0 - spec.get("dampening", 0.0)
-        h[:4] = (spec["lr"], spec["momentum"], spec["weight_decay"], c)
-    else:
-        b1, b2 = spec["betas"]
-        bc1 = 1.0 - b1**t
-        bc2 = 1.0 - b2**t
-        h[:] = (
-            spec["lr"] / bc1,
-            b1,
-            1.0 - b1,
-            b2,
-            1.0 - b2,
-            spec["weight_decay"],
-            1.0 / math.sqrt(bc2),
-            spec["eps"],
-        )
-    return h
-
-
-# ============================================================================================
-# Engine building
-
-
-@dataclass
-class BuildReport:
-    """What `build_engines` did, for the CLI and the benchmark records."""
-
-    engines: list[dict[str, Any]]
-    device: dict[str, Any]
-    tensorrt: str
-    timing_cache: str | None
-    warnings: list[str] = field(default_factory=list)
-    typing: str = "strong"  # the build path of this TensorRT (`typing_path`): strong | weak
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def _load_artifact(artifact: Any) -> Any:
-    if isinstance(artifact, str | os.PathLike):
-        from s4t_edge.runtime.artifact import Artifact  # noqa: PLC0415 - sibling module
-
-        return Artifact.load(artifact)
-    return artifact
-
-
-def _manifest_optimizer(art: Any) -> dict[str, Any] | None:
-    s4t = getattr(art, "s4t", None) or {}
-    opt = s4t.get("optimizer") if isinstance(s4t, Mapping) else None
-    return optimizer_spec(opt) if opt else None
-
-
-class _Builder:
-    """Holds the TensorRT builder state shared by all graphs of one build (logger, timing cache)."""
-
-    def __init__(
-        self, trt: Any, cfg: BuildConfig, timing_blob: bytes | None, log: Callable[[str], None]
-    ):
-        self.trt = trt
-        self.cfg = cfg
-        self.log = log
-        level = trt.Logger.VERBOSE if cfg.verbose else trt.Logger.WARNING
-        self.logger = trt.Logger(level)
-        self.timing_blob = timing_blob
-        self.timing_changed = False
-
-    def build(
-        self, onnx_path: Path, recipe: GraphRecipe, input_shapes: Mapping[str, tuple[int, ...]]
-    ) -> bytes:
-        trt = self.trt
-        builder = trt.Builder(self.logger)
-        network = builder.create_network(network_flags(trt, recipe.strongly_typed))
-        parser = trt.OnnxParser(network, self.logger)
-        if not parser.parse_from_file(str(onnx_path)):
-            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            first = errors[0].splitlines()[0] if errors else "unknown error"
-            raise BackendError(
-                f"TensorRT cannot parse the {recipe.graph} graph ({len(errors)} error(s); first: "
-                f"{first}); run `s4t-edge check ART` for the TensorRT op rules and re-export"
-            )
-        config = builder.create_builder_config()
-        if self.cfg.workspace_mib:
-            config.set_memory_pool_limit(
-                trt.MemoryPoolType.WORKSPACE, int(self.cfg.workspace_mib) << 20
-            )
-        if not recipe.tf32 and hasattr(trt.BuilderFlag, "TF32"):
-            config.clear_flag(trt.BuilderFlag.TF32)
-        if recipe.fp16_flag:  # weak typing: only where the builder has no strong typing
-            config.set_flag(trt.BuilderFlag.FP16)
-            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-            self._pin_outputs_fp32(network)
-        self._static_shapes(builder, network, config, input_shapes, recipe.graph)
-        cache = None
-        try:
-            cache = config.create_timing_cache(self.timing_blob or b"")
-        except Exception:  # noqa: BLE001 - a cache from another TensorRT: start fresh
-            self.log("timing cache unusable with this TensorRT; starting an empty one")
-            cache = config.create_timing_cache(b"")
-        if cache is not None and not config.set_timing_cache(cache, ignore_mismatch=False):
-            # A cache recorded on another device or TensorRT: rebuild one rather than mix them.
-            self.log("timing cache belongs to another GPU or TensorRT; starting an empty one")
-            self.timing_blob = None
-            cache = config.create_timing_cache(b"")
-            config.set_timing_cache(cache, ignore_mismatch=False)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise BackendError(
-                f"TensorRT failed to build the {recipe.graph} engine (see its log above); try a "
-                "larger --workspace, or check the graph with `s4t-edge check ART`"
-            )
-        if cache is not None:
-            new_blob = bytes(memoryview(config.get_timing_cache().serialize()))
-            if new_blob and new_blob != self.timing_blob:
-                self.timing_blob = new_blob
-                self.timing_changed = True
-        return bytes(memoryview(serialized))
-
-    def _pin_outputs_fp32(self, network: Any) -> None:
-        """Keep the cut at the backbone boundary fp32 under the weakly-typed FP16 flag."""
-        trt = self.trt
-        floats = (trt.float32, trt.float16)
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            for j in range(layer.num_outputs):
-                t = layer.get_output(j)
-                if t.is_network_output and t.dtype in floats:
-                    layer.set_output_type(j, trt.float32)
-        for i in range(network.num_outputs):
-            t = network.get_output(i)
-            if t.dtype in floats:
-                t.dtype = trt.float32
-
-    def _static_shapes(
-        self,
-        builder: Any,
-        network: Any,
-        config: Any,
-        shapes: Mapping[str, tuple[int, ...]],
-        graph: str,
-    ) -> None:
-        """Pin any dynamic input dimension to the manifest's static shape (one profile)."""
-        profile = None
-        for i in range(network.num_inputs):
-            t = network.get_input(i)
-            dims = tuple(t.shape)
-            if all(d >= 0 for d in dims):
-                continue
-            shape = shapes.get(t.name)
-            if shape is None:
-                raise BackendError(
-                    f"{graph} input {t.name!r} has a dynamic shape and the manifest gives "
-                    "none; re-export the artifact"
-                )
-            if profile is None:
-                profile = builder.create_optimization_profile()
-            profile.set_shape(t.name, shape, shape, shape)
-        if profile is not None:
-            config.add_optimization_profile(profile)
-
-
-def build_engines(
-    artifact: Any,
-    config: BuildConfig | None = None,
-    *,
-    graphs: Sequence[str] | None = None,
-    optimizers: Sequence[Mapping[str, Any]] | None = None,
-    driver: CudaDriver | None = None,
-    log: Callable[[str], None] | None = None,
-    remember: bool = True,
-) -> BuildReport:
-    """Build (or reuse) the TensorRT engines of an artifact.
-
-    Args:
-        artifact: an `Artifact` or its directory.
-        config: precision and builder options.
-        graphs: subset of backbone/step/predict; default all three.
-        optimizers: optimiser specs whose device-side update engines to build; default the
-            manifest's optimiser.
-        driver: CUDA driver (defaults to cuda-python / pycuda on `config.device`).
-        log: line sink for progress (default: silent).
-        remember: record `config` as the artifact's default for the runner.
-
-    Raises:
-        BackendError: TensorRT or CUDA missing, or a graph fails to parse or build.
-    """
-    trt = import_tensorrt()
-    cfg = config or BuildConfig()
-    say = log or (lambda _msg: None)
-    art = _load_artifact(artifact)
-    drv = driver or get_driver(cfg.device)
-    dev = drv.device_info()
-    cache = EngineCache.for_artifact(art.root)
-    trt_version = str(trt.__version__)
-    timing_path = (
-        Path(cfg.timing_cache)
-        if cfg.timing_cache
-        else cache.timing_cache_path(trt_version, dev.name, dev.compute_capability)
-    )
-    builder = _Builder(trt, cfg, read_bytes(timing_path), say)
-    engines: list[dict[str, Any]] = []
-
-    def record(hit: CacheHit) -> None:
-        engines.append(
-            {
-                "graph": hit.key.graph,
-                "precision": hit.key.precision,
-                "built": hit.built,
-                "reason": hit.reason,
-                "seconds": round(hit.seconds, 3),
-                "file": str(hit.path),
-                "bytes": hit.path.stat().st_size,
-            }
-        )
-        verb = f"built in {hit.seconds:.1f} s ({hit.reason})" if hit.built else "cached"
-        say(f"{hit.key.graph:<10} {hit.key.precision:<20} {verb}")
-
-    for name in graphs or ARTIFACT_GRAPHS:
-        if name not in ARTIFACT_GRAPHS:
-            raise ConfigError(f"unknown graph {name!r}; choose from {', '.join(ARTIFACT_GRAPHS)}")
-    specs = list(optimizers) if optimizers is not None else []
-    if optimizers is None:
-        manifest_opt = _manifest_optimizer(art)
-        if manifest_opt is not None:
-            specs.append(manifest_opt)
-    try:
-        for name in graphs or ARTIFACT_GRAPHS:
-            record(_resolve_artifact_engine(art, name, cfg, trt, dev, cache, builder, say))
-        for spec in specs:
-            record(_resolve_update_engine(art, optimizer_spec(spec), cfg, trt, dev, cache, builder))
-    finally:
-        # Keep what was timed even when a later graph fails: the retry is faster.
-        if builder.timing_changed:
-            write_bytes(timing_path, builder.timing_blob or b"")
-    if remember:
-        cache.set_default_build(cfg.persistent())
-    return BuildReport(
-        engines=engines,
-        device=dev.to_dict(),
-        tensorrt=trt_version,
-        timing_cache=str(timing_path),
-        warnings=list(cache.warnings),
-        typing=typing_path(trt),
-    )
-
-
-def _engine_key(graph: str, sha: str, precision: str, trt: Any, dev: DeviceInfo) -> EngineKey:
-    return EngineKey(
-        graph=graph,
-        graph_sha256=sha,
-        trt_version=str(trt.__version__),
-        gpu_name=dev.name,
-        compute_capability=dev.compute_capability,
-        precision=precision,
-    )
-
-
-def _graph_sha(art: Any, name: str) -> str:
-    spec = art.graphs[name]
-    sha = getattr(spec, "sha256", None)
-    if sha:
-        return str(sha)
-    from s4t_edge.utils import sha256_file  # noqa: PLC0415
-
-    return sha256_file(art.graph_path(name))
-
-
-def _resolve_artifact_engine(
-    art: Any,
-    name: str,
-    cfg: BuildConfig,
-    trt: Any,
-    dev: DeviceInfo,
-    cache: EngineCache,
-    builder: _Builder,
-    say: Callable[[str], None],
-) -> CacheHit:
-    recipe = graph_recipe(name, cfg, trt)
-    key = _engine_key(name, _graph_sha(art, name), recipe.precision, trt, dev)
-    shapes = {s.name: tuple(int(d) for d in s.shape) for s in art.graphs[name].inputs}
-
-    def build() -> bytes:
-        path = Path(art.graph_path(name))
-        if recipe.strongly_typed and recipe.precision.startswith("fp16"):
-            onnx = _import_onnx("convert the backbone to fp16")
-            model, stats = convert_to_fp16(onnx.load(str(path)))
-            say(
-                f"{name:<10} fp16 rewrite: {stats['initializers']} weights, {stats['casts']} casts"
-                + (f", {stats['clipped']} values clipped to ±65504" if stats["clipped"] else "")
-            )
-            with _scratch_dir(cache.root) as tmp:
-                fp16_path = tmp / f"{name}.fp16.onnx"
-                onnx.save(model, str(fp16_path))
-                return builder.build(fp16_path, recipe, shapes)
-        return builder.build(path, recipe, shapes)
-
-    return cache.resolve(key, build, force=cfg.force)
-
-
-def _update_model_for(art: Any, spec: Mapping[str, Any]) -> Any:
-    grads = [o.name for o in art.graphs["step"].outputs if o.name.startswith("grad/")]
-    return make_update_model(art.theta_specs, grads, spec["name"], spec["nesterov"])
-
-
-def _resolve_update_engine(
-    art: Any,
-    spec: Mapping[str, Any],
-    cfg: BuildConfig,
-    trt: Any,
-    dev: DeviceInfo,
-    cache: EngineCache,
-    builder: _Builder,
-) -> CacheHit:
-    import hashlib  # noqa: PLC0415
-
-    gname = update_graph_name(spec["name"], spec["nesterov"])
-    model = _update_model_for(art, spec)
-    blob = model.SerializeToString()
-    key = _engine_key(gname, hashlib.sha256(blob).hexdigest(), "fp32", trt, dev)
-    recipe = graph_recipe(gname, cfg, trt)
-
-    def build() -> bytes:
-        with _scratch_dir(cache.root) as tmp:
-            path = tmp / f"{gname}.onnx"
-            path.write_bytes(blob)
-            return builder.build(path, recipe, {})
-
-    return cache.resolve(key, build, force=cfg.force)
-
-
-@contextlib.contextmanager
-def _scratch_dir(root: Path) -> Any:
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ============================================================================================
-# Runner
 
 
 class _Engine:
@@ -984,38 +141,6 @@ class _Engine:
     def close(self) -> None:
         self.context = None
         self.engine = None
-
-
-class _Mirrored:
-    """An arena visible from both sides: pinned host bytes and the address kernels use.
-
-    With `zero_copy` (integrated GPUs) the pinned memory is mapped and *is* the device buffer,
-    so upload/download are no-ops; elsewhere they are one async copy of the whole arena.
-    """
-
-    def __init__(self, driver: CudaDriver, plan: ArenaPlan, zero_copy: bool) -> None:
-        self.driver = driver
-        self.plan = plan
-        self.host = HostArena(driver, plan.nbytes, mapped=zero_copy)
-        self.device = None if self.host.mapped else DeviceArena(driver, plan.nbytes, plan.name)
-        self.ptr = self.host.device_ptr if self.device is None else self.device.ptr
-        self.views = plan.views(self.host.array)
-
-    def addr(self, name: str) -> int:
-        return self.ptr + self.plan.slot(name).offset
-
-    def upload(self, stream: Any) -> None:
-        if self.device is not None:
-            self.driver.memcpy_htod(self.ptr, self.host.array[: self.plan.nbytes], stream)
-
-    def download(self, stream: Any) -> None:
-        if self.device is not None:
-            self.driver.memcpy_dtoh(self.host.array[: self.plan.nbytes], self.ptr, stream)
-
-    def free(self) -> None:
-        if self.device is not None:
-            self.device.free()
-        self.host.free()
 
 
 class _CutStorage:
@@ -1131,7 +256,7 @@ class TensorRTBackend(Backend):
         log: Callable[[str], None] | None = None,
         driver: CudaDriver | None = None,
     ) -> None:
-        art = _load_artifact(artifact)
+        art = load_artifact(artifact)
         given = {
             "fp16": fp16,
             "tf32": tf32,
@@ -1159,7 +284,7 @@ class TensorRTBackend(Backend):
         )
         self._log: Callable[[str], None] = log or (lambda _m: None)
         self._build_mode = build
-        self._builder: _Builder | None = None
+        self._builder: EngineBuilder | None = None
         self.zero_copy = self.device.integrated if zero_copy is None else bool(zero_copy)
         self._runtime = self.trt.Runtime(self.trt.Logger(self.trt.Logger.WARNING))
         self.theta_names = tuple(t.name for t in art.theta_specs)
@@ -1171,7 +296,7 @@ class TensorRTBackend(Backend):
         self.engines: dict[str, _Engine] = {}
         self._updates: dict[str, _Updater] = {}
         self._owned: list[Any] = []  # every arena, freed by close()
-        self._noise_bank: _Mirrored | None = None
+        self._noise_bank: MirroredArena | None = None
         self._cut_pool: list[DeviceArena] = []
         self.stream = self.driver.create_stream()
         self.stream_handle = self.driver.stream_handle(self.stream)
@@ -1184,14 +309,14 @@ class TensorRTBackend(Backend):
                     self.trt, self._runtime, hit.path, gname, g.inputs, g.outputs
                 )
             self._allocate()
-            first = optimizer if optimizer is not None else _manifest_optimizer(art)
+            first = optimizer if optimizer is not None else manifest_optimizer(art)
             if first is not None:
                 self._update_engine(optimizer_spec(first))
         except BaseException:
             self.close()
             raise
 
-    def _ensure_builder(self) -> _Builder:
+    def _ensure_builder(self) -> EngineBuilder:
         if self._builder is None:
             dev = self.device
             path = (
@@ -1202,7 +327,7 @@ class TensorRTBackend(Backend):
                 )
             )
             self._timing_path = path
-            self._builder = _Builder(self.trt, self.build_config, read_bytes(path), self._log)
+            self._builder = EngineBuilder(self.trt, self.build_config, read_bytes(path), self._log)
         return self._builder
 
     def _flush_timing_cache(self) -> None:
@@ -1212,8 +337,8 @@ class TensorRTBackend(Backend):
 
     def _engine_hit(self, gname: str) -> CacheHit:
         recipe = graph_recipe(gname, self.build_config, self.trt)
-        key = _engine_key(
-            gname, _graph_sha(self.artifact, gname), recipe.precision, self.trt, self.device
+        key = engine_key(
+            gname, graph_sha(self.artifact, gname), recipe.precision, self.trt, self.device
         )
         if self._build_mode == "never":
             path, reason = self.cache.lookup(key)
@@ -1223,7 +348,7 @@ class TensorRTBackend(Backend):
                     f"`s4t-edge build {self.artifact.root}` on this device"
                 )
             return CacheHit(key, path, built=False, reason="cached", seconds=0.0)
-        hit = _resolve_artifact_engine(
+        hit = resolve_artifact_engine(
             self.artifact,
             gname,
             self.build_config,
@@ -1245,18 +370,18 @@ class TensorRTBackend(Backend):
     def _allocate(self) -> None:
         """All fixed buffers, once: nothing is allocated per step."""
         d, p, zc = self.driver, self.plan, self.zero_copy
-        self._image = self._own(_Mirrored(d, p.arena("image"), zc))
-        self._noise = self._own(_Mirrored(d, p.arena("noise"), zc))
+        self._image = self._own(MirroredArena(d, p.arena("image"), zc))
+        self._noise = self._own(MirroredArena(d, p.arena("noise"), zc))
         # The loss scalars and the update graph's Σ‖g‖² share one arena: one small copy per step.
         self._losses_plan = ArenaPlan.from_specs(
             "losses", [*p.arena("losses").slots, _TS(GRAD_SQ_NAME, (), "float32")]
         )
-        self._losses = self._own(_Mirrored(d, self._losses_plan, zc))
+        self._losses = self._own(MirroredArena(d, self._losses_plan, zc))
         # Gradients are written and read by the GPU every step: always plain device memory.
-        self._grads = self._own(_Mirrored(d, p.arena("grads"), zero_copy=False))
-        self._preds = self._own(_Mirrored(d, p.arena("predictions"), zc))
+        self._grads = self._own(MirroredArena(d, p.arena("grads"), zero_copy=False))
+        self._preds = self._own(MirroredArena(d, p.arena("predictions"), zc))
         hyper_plan = ArenaPlan.from_specs("hyper", [_TS(HYPER_NAME, (HYPER_SIZE,), "float32")])
-        self._hyper = self._own(_Mirrored(d, hyper_plan, zc))
+        self._hyper = self._own(MirroredArena(d, hyper_plan, zc))
         theta_plan = p.arena("theta")
         # θ[0], θ[1]: ping-pong for the optimiser; θ[2]: the source θ a reset restores.
         self._theta = [self._own(DeviceArena(d, theta_plan.nbytes, f"theta{i}")) for i in range(3)]
@@ -1268,11 +393,11 @@ class TensorRTBackend(Backend):
         gname = update_graph_name(spec["name"], spec["nesterov"])
         if gname in self._updates:
             return self._updates[gname]
-        model = _update_model_for(self.artifact, spec)
+        model = update_model_for(self.artifact, spec)
         import hashlib  # noqa: PLC0415
 
         blob = model.SerializeToString()
-        key = _engine_key(gname, hashlib.sha256(blob).hexdigest(), "fp32", self.trt, self.device)
+        key = engine_key(gname, hashlib.sha256(blob).hexdigest(), "fp32", self.trt, self.device)
         if self._build_mode == "never":
             path, reason = self.cache.lookup(key)
             if path is None:
@@ -1281,7 +406,7 @@ class TensorRTBackend(Backend):
                     "on this device, or use build='auto'"
                 )
         else:
-            hit = _resolve_update_engine(
+            hit = resolve_update_engine(
                 self.artifact,
                 spec,
                 self.build_config,
@@ -1494,7 +619,7 @@ class TensorRTBackend(Backend):
         return out
 
     # ------------------------------------------------------------------------------ fast path
-    def _noise_rows(self, count: int) -> _Mirrored:
+    def _noise_rows(self, count: int) -> MirroredArena:
         """A bank of `count` mask-noise rows: all K noises go up in one copy per batch."""
         spec = self.artifact.mask_noise
         if self._noise_bank is None or len(self._noise_bank.plan.slots) < count:
@@ -1503,7 +628,7 @@ class TensorRTBackend(Backend):
                 self._owned.remove(self._noise_bank)
             rows = [_TS(f"row{i}", tuple(spec.shape), spec.dtype) for i in range(count)]
             plan = ArenaPlan.from_specs("noise_bank", rows)
-            self._noise_bank = self._own(_Mirrored(self.driver, plan, self.zero_copy))
+            self._noise_bank = self._own(MirroredArena(self.driver, plan, self.zero_copy))
         return self._noise_bank
 
     def run_steps(
@@ -1544,7 +669,7 @@ class TensorRTBackend(Backend):
         self._check_open()
         t0 = time.perf_counter()
         spec = optimizer_spec(
-            optimizer if optimizer is not None else _manifest_optimizer(self.artifact)
+            optimizer if optimizer is not None else manifest_optimizer(self.artifact)
         )
         updater = self._update_engine(spec)
         upd, states, splan = updater.engine, updater.states, updater.plan
