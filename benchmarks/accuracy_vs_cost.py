@@ -144,8 +144,8 @@ def evaluate_session(
 ) -> Row:
     """Adaptation over every shift (episodic, or the published protocol); before/after metrics,
     episode times and the cost per batch of the whole set."""
+    from s4t_edge.measure.evaluate import adapt_dataset
     from s4t_edge.runtime import Adapter
-    from s4t_edge.runtime.evaluate import adapt_dataset
 
     row = Row(label="", kind="", protocol=mode)
     t0 = time.perf_counter()

@@ -58,8 +58,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def python_profile(art: Path, args: argparse.Namespace) -> dict:
     """cProfile of whole episodes: how much is ORT, how much is the Python loop around it."""
+    from s4t_edge.measure.bench import load_images
     from s4t_edge.runtime import Adapter, load
-    from s4t_edge.runtime.bench import load_images
 
     session = load(art, "onnxruntime", providers=["cpu"], intra_op_threads=args.threads)
     adapter = Adapter(session, steps=args.steps, seed=0)
@@ -98,8 +98,8 @@ def ort_profile(art: Path, args: argparse.Namespace) -> dict:
     import numpy as np
     import onnxruntime as ort
 
+    from s4t_edge.measure.bench import load_images
     from s4t_edge.runtime import load
-    from s4t_edge.runtime.bench import load_images
 
     session = load(art, "onnxruntime", providers=["cpu"], intra_op_threads=args.threads)
     a = session.artifact
@@ -161,8 +161,8 @@ def reference_profile(art: Path, run: Path, args: argparse.Namespace) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from s4t_edge.measure.bench import load_images
     from s4t_edge.runtime import load
-    from s4t_edge.runtime.bench import load_images
 
     ref = load(art, "reference", source=str(run), device="cpu", threads=args.threads)
     ref.model.use_reference_fusion(True)

@@ -7,7 +7,7 @@ protocol, measured interleaved in the same run.
     python benchmarks/run_cpu.py --run-tiny runs/tiny --artifact-tiny art/tiny
 
 For each preset it takes (or builds under --workdir) a run and an artifact of the default scope
-at batch 8, then runs `s4t_edge.runtime.bench.run_bench` with the onnxruntime and torch backends,
+at batch 8, then runs `s4t_edge.measure.bench.run_bench` with the onnxruntime and torch backends,
 the reference protocol (published fusion) and the published forward.  Timings do not depend on
 the weights, so a preset without a trained run is measured with a freshly initialised one (the
 trained tiny run is used when present).  Writes ``cpu_<preset>_t<threads>.json`` and ``cpu.md``
@@ -63,7 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def bench_one(art: Path, preset: str, threads: int | None, args: argparse.Namespace) -> dict:
-    from s4t_edge.runtime.bench import BenchConfig, format_table, run_bench
+    from s4t_edge.measure.bench import BenchConfig, format_table, run_bench
 
     cfg = BenchConfig(
         steps=args.steps,
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     from s4t_edge.export import ExportConfig
     from s4t_edge.export.scopes import DEFAULT_SCOPE
-    from s4t_edge.runtime.bench import write_json
+    from s4t_edge.measure.bench import write_json
 
     scope = args.scope or DEFAULT_SCOPE
     args.out.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ One prepared run (< 5 min on an H100; everything lands in $OUT, or --out):
 No ONNX export and no training: timings do not depend on the weights, so the model is freshly
 initialised (seed 0) and the partition is traced directly with
 `s4t_edge.export.partition.build_partition` -- the computation the torch runtime backend executes.
-Contenders, all in the same interleaved rounds (`s4t_edge.runtime.bench.measure`):
+Contenders, all in the same interleaved rounds (`s4t_edge.measure.bench.measure`):
 
 - ``reference``: the published protocol -- published fusion, BatchNorm in train mode, K × (forward,
   test-time loss, backward, SGD lr 2e-5 wd 1e-6 on all parameters), then an eval-mode predict;
@@ -82,8 +82,8 @@ def make_contenders(args: argparse.Namespace, torch: Any) -> tuple[dict[str, Any
     can build each alone.  Also returns `trace_all`, which traces every partition on the host up
     front (the counterpart of the shared model: not part of any contender's memory)."""
     from s4t_edge.export.partition import build_partition
+    from s4t_edge.measure.bench import PUBLISHED_FORWARD, REFERENCE, Contender
     from s4t_edge.models import DEFAULT_TASKS, build_model
-    from s4t_edge.runtime.bench import PUBLISHED_FORWARD, REFERENCE, Contender
     from s4t_edge.train.config import S4TConfig
     from s4t_edge.train.losses import test_time_loss
 
@@ -443,7 +443,7 @@ def memory_probe(factories: dict[str, Any], name: str) -> dict[str, Any]:
     (VmHWM reset after the first, so tracing transients are not counted)."""
     import ctypes
 
-    from s4t_edge.runtime.memory import current_rss, peak_rss, reset_peak_rss
+    from s4t_edge.measure.memory import current_rss, peak_rss, reset_peak_rss
 
     def settle() -> int:
         gc.collect()
@@ -474,8 +474,8 @@ def torch_threads(doc: dict[str, Any]) -> Any:
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
-    from s4t_edge.runtime.bench import PUBLISHED_FORWARD, REFERENCE
-    from s4t_edge.runtime.memory import format_bytes
+    from s4t_edge.measure.bench import PUBLISHED_FORWARD, REFERENCE
+    from s4t_edge.measure.memory import format_bytes
 
     env = doc["env"]
     res = doc["results"]
@@ -560,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from s4t_edge.envinfo import collect_env
-    from s4t_edge.runtime.bench import BenchConfig, format_table, measure, write_json
+    from s4t_edge.measure.bench import BenchConfig, format_table, measure, write_json
 
     if args.threads:
         torch.set_num_threads(args.threads)

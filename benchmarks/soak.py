@@ -45,8 +45,8 @@ def worker(args: argparse.Namespace) -> None:
 
     from s4t_edge.data import synth
     from s4t_edge.errors import S4TError
+    from s4t_edge.measure.memory import current_rss
     from s4t_edge.runtime import Adapter, load
-    from s4t_edge.runtime.memory import current_rss
 
     t_end = float(args.t_end)
     disk = (float(args.disk_from), float(args.disk_to))

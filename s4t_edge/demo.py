@@ -111,10 +111,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> DemoResult:
     """Run (or resume) the whole demo; returns the summary."""
     from s4t_edge.export import ExportConfig, export_run
     from s4t_edge.export.scopes import DEFAULT_SCOPE
+    from s4t_edge.measure.evaluate import adapt_dataset
+    from s4t_edge.measure.report import write_report
     from s4t_edge.models import DEFAULT_TASKS, make_config
     from s4t_edge.runtime import Adapter, load
-    from s4t_edge.runtime.evaluate import adapt_dataset
-    from s4t_edge.runtime.report import write_report
     from s4t_edge.train.config import S4TConfig, TrainConfig
 
     work = ensure_writable_dir(cfg.workdir)

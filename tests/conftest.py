@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from tests.toy_artifact import build_toy_artifact
 
 
 def _has_cuda() -> bool:
@@ -43,3 +48,23 @@ def pytest_collection_modifyitems(config, items):
 
 # Keep BLAS/OpenMP from oversubscribing the 2-core CI machine when tests spawn subprocesses.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def toy_artifact_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The torch-free toy artifact (tests/toy_artifact.py), built once per session."""
+    return build_toy_artifact(tmp_path_factory.mktemp("toy") / "art")
+
+
+@pytest.fixture
+def toy_artifact(toy_artifact_master: Path, tmp_path: Path) -> Path:
+    """A private copy, so tests may corrupt it."""
+    dst = tmp_path / "art"
+    shutil.copytree(toy_artifact_master, dst)
+    return dst
+
+
+@pytest.fixture
+def frames() -> np.ndarray:
+    """A batch of uint8 frames matching the toy artifact (2 × 8 × 8 × 3)."""
+    return np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)

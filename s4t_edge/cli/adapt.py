@@ -163,9 +163,9 @@ def command(
         resolve_protocol,
     )
     from s4t_edge.data import open_data
+    from s4t_edge.measure.evaluate import adapt_dataset
     from s4t_edge.outputs import protect
     from s4t_edge.runtime import Adapter, backend_names, load
-    from s4t_edge.runtime.evaluate import adapt_dataset
     from s4t_edge.utils import ensure_writable_dir, ensure_writable_file, write_json
 
     if backend not in backend_names():
@@ -278,7 +278,7 @@ def command(
         if not quiet:
             click.echo(f"adapted θ saved to {save_theta} (sha256 {digest[:12]}…)")
     if report_dir is not None:
-        from s4t_edge.runtime.report import write_report
+        from s4t_edge.measure.report import write_report
 
         kinds = {t.name: t.kind for t in session.artifact.tasks}
         md = write_report(

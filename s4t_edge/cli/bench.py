@@ -1,6 +1,6 @@
 """`s4t-edge bench`: per-stage latency, K-step episode time, throughput and memory of an artifact,
 with speed-ups over the published protocol measured in the same run.  A thin shell over
-`s4t_edge.runtime.bench`; torch is imported only for --backend torch, --reference or --source."""
+`s4t_edge.measure.bench`; torch is imported only for --backend torch, --reference or --source."""
 
 from __future__ import annotations
 
@@ -139,9 +139,9 @@ def command(
       s4t-edge bench art/ --backend onnxruntime,torch --source runs/tiny --threads 1 --json b.json
     """
     from s4t_edge.cli.dataopts import protect_data
+    from s4t_edge.measure.bench import BenchConfig, format_table, run_bench, write_json
     from s4t_edge.outputs import protect
     from s4t_edge.runtime.backends import backend_names
-    from s4t_edge.runtime.bench import BenchConfig, format_table, run_bench, write_json
     from s4t_edge.utils import atomic_write, ensure_writable_file
 
     names = _split_backends(backends)

@@ -1,6 +1,6 @@
 """Datasets streamed from disk, behind the interface the in-memory `Dataset` also has.
 
-Training, `s4t_edge.train.evaluate`, `s4t_edge.runtime.evaluate.adapt_dataset` and the bench
+Training, `s4t_edge.train.evaluate`, `s4t_edge.measure.evaluate.adapt_dataset` and the bench
 consume a *data source*: anything with
 
 * ``len(src)``, ``src.size`` (H, W), ``src.tasks_present()``, ``src.meta`` (dict),

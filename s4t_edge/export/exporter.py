@@ -207,19 +207,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def parity_batch(model_cfg, batch: int, seed: int):
-    """Real (synthetic-scene) images for parity checks: uint8 NHWC and the preprocessed tensor."""
-    import numpy as np
-
-    from s4t_edge.data import preprocess, synth
-
-    h, w = model_cfg.input_size
-    ds = synth("source", batch, (h, w) if h != w else h, seed)
-    img = ds.image
-    x = preprocess(img, model_cfg.mean, model_cfg.std)
-    return img, np.ascontiguousarray(x, dtype=np.float32)
-
-
 def export_model(
     model,
     s4t_cfg,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import ArtifactError, ConfigError
+from s4t_edge.export.parity_inputs import parity_batch
 from s4t_edge.export.trt_matrix import DEFAULT_VERSION as DEFAULT_TRT  # 10.3, JetPack 6.1/6.2
 
 
@@ -43,8 +44,6 @@ class CheckReport:
 def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
     """Loss, gradients (plain autograd on the model) and predictions on real images at a perturbed θ."""
     import torch
-
-    from s4t_edge.export.exporter import parity_batch
 
     img_u8, x = parity_batch(model.config, cfg.batch, cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed + 1)

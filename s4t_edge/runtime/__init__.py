@@ -8,6 +8,19 @@
 
 Backends are loaded lazily by name ("onnxruntime", "tensorrt", "torch", "reference"); the torch
 and reference backends import torch only when chosen.
+
+What runs on the device, one module a concern:
+
+    artifact        the artifact directory read and verified (manifest_check, signing)
+    session         `load`: an artifact plus a backend -> backbone / step / predict over arrays
+    adapter         `Adapter`: K θ steps per batch, episodic / online / published, the guards
+    optim           SGD and Adam on numpy θ, step for step as torch.optim
+    state           θ files: atomic writes, sha256-verified reads
+    backends/       the registry, onnxruntime, tensorrt/ (builder, engine cache, device memory,
+                    runner, device-side optimiser graphs), and torch / reference for debugging
+
+Host-side measurement and reporting (bench, memory probes, dataset evaluation, reports) live in
+`s4t_edge.measure`, which this package never imports.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from s4t_edge.data import Dataset, save_dataset
-from s4t_edge.runtime.testing import build_toy_artifact
 from tests.cli.conftest import run_cli
+from tests.toy_artifact import build_toy_artifact
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from s4t_edge.runtime.testing import build_toy_artifact
 from tests.cli.conftest import run_cli
+from tests.toy_artifact import build_toy_artifact
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import onnx
 import pytest
 
 from s4t_edge.cli.main import main
-from s4t_edge.runtime.testing import build_toy_artifact
+from tests.runtime.trt_fakes import HostDriver, fake_tensorrt
+from tests.toy_artifact import build_toy_artifact
 
 # Runs the CLI in a fresh interpreter where `import tensorrt` fails, whatever is installed.
 NO_TENSORRT = """
@@ -27,16 +27,6 @@ sys.meta_path.insert(0, _NoTensorRT())
 from s4t_edge.cli.main import main
 main(sys.argv[1:])
 """
-
-
-def _helpers() -> ModuleType:
-    """The fake TensorRT and host CUDA driver shared with tests/runtime/test_tensorrt_backend.py."""
-    path = Path(__file__).parents[1] / "runtime" / "test_tensorrt_backend.py"
-    spec = importlib.util.spec_from_file_location("_trt_backend_helpers", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +64,13 @@ def test_help_lists_the_options() -> None:
 
 @pytest.fixture
 def fake_env(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
-    helpers = _helpers()
-    trt = helpers._fake_tensorrt()
+    trt = fake_tensorrt()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    driver = helpers.HostDriver()
+    driver = HostDriver()
     monkeypatch.setattr(
-        "s4t_edge.runtime.backends.tensorrt.get_driver", lambda *a, **k: driver, raising=True
+        "s4t_edge.runtime.backends.tensorrt.builder.get_driver",
+        lambda *a, **k: driver,
+        raising=True,
     )
     return trt
 

@@ -169,7 +169,7 @@ def test_eval_on_unlabeled_images_writes_predictions(run_dir, tmp_path, capsys):
 
 
 def test_adapt_streams_taskonomy_under_a_protocol(trees, tmp_path, capsys):
-    from s4t_edge.runtime.testing import build_toy_artifact
+    from tests.toy_artifact import build_toy_artifact
 
     tasks = (("semseg", 7), ("depth", 1), ("normals", 3), ("edge", 1))
     art = build_toy_artifact(tmp_path / "art", tasks=tasks, steps=2)

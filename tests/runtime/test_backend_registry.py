@@ -9,7 +9,7 @@ import pytest
 
 from s4t_edge.errors import ArtifactError, BackendError
 from s4t_edge.runtime import backends, load
-from s4t_edge.runtime.testing import toy_reference
+from tests.toy_artifact import toy_reference
 
 
 def test_unknown_backend_lists_choices(toy_artifact: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from s4t_edge.errors import ArtifactError
 from s4t_edge.runtime.artifact import Artifact, TensorSpec
-from s4t_edge.runtime.buffers import (
+from s4t_edge.runtime.backends.tensorrt.buffers import (
     ALIGNMENT,
     GRAD_SQ_NAME,
     ArenaPlan,

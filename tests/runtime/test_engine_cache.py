@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from s4t_edge.runtime.engine_cache import INDEX_FORMAT, EngineCache, EngineKey
+from s4t_edge.runtime.backends.tensorrt.engine_cache import INDEX_FORMAT, EngineCache, EngineKey
 
 
 def _key(**changes: str) -> EngineKey:

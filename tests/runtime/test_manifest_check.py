@@ -205,7 +205,7 @@ def test_a_short_key_is_refused(toy_artifact, tmp_path) -> None:
 
 
 def test_engine_index_is_ignored_unless_signed_with_the_key(tmp_path, key) -> None:
-    from s4t_edge.runtime.engine_cache import EngineCache, EngineKey
+    from s4t_edge.runtime.backends.tensorrt.engine_cache import EngineCache, EngineKey
 
     k = EngineKey("step", "a" * 64, "10.3.0", "Orin", "8.7", "fp32")
     signed = EngineCache(tmp_path / "engines", key=key)

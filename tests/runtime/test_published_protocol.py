@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from s4t_edge.data import Dataset
+from s4t_edge.measure.evaluate import adapt_dataset
 from s4t_edge.runtime import Adapter, load
-from s4t_edge.runtime.evaluate import adapt_dataset
 from tests.runtime.test_adapter_loop import _adapter
 
 

@@ -1,4 +1,4 @@
-"""`s4t_edge.runtime.bench` and `.memory`: statistics, ratios from measured samples, the JSON
+"""`s4t_edge.measure.bench` and `.memory`: statistics, ratios from measured samples, the JSON
 document, memory readers.  No timing targets here (those live in benchmarks/)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from s4t_edge.errors import ConfigError
-from s4t_edge.runtime import bench
-from s4t_edge.runtime.bench import (
+from s4t_edge.measure import bench
+from s4t_edge.measure.bench import (
     PUBLISHED_FORWARD,
     REFERENCE,
     BenchConfig,
@@ -26,7 +26,7 @@ from s4t_edge.runtime.bench import (
     run_bench,
     summarize,
 )
-from s4t_edge.runtime.memory import (
+from s4t_edge.measure.memory import (
     PowerSamples,
     parse_proc_status,
     parse_tegrastats,
@@ -257,7 +257,7 @@ def test_measure_memory_sees_a_large_allocation() -> None:
 
     code = (
         "import json, numpy as np\n"
-        "from s4t_edge.runtime.memory import measure_memory\n"
+        "from s4t_edge.measure.memory import measure_memory\n"
         "with measure_memory() as m:\n"
         "    block = np.ones(64 * 1024 * 1024 // 8)  # 64 MiB touched\n"
         "    block.sum()\n"
@@ -319,7 +319,7 @@ def _fake_tegrastats(tmp_path: Path) -> Path:
 def test_tegrastats_sampler_reads_a_running_tegrastats(tmp_path: Path) -> None:
     import time
 
-    from s4t_edge.runtime.memory import TegraStatsSampler
+    from s4t_edge.measure.memory import TegraStatsSampler
 
     with TegraStatsSampler(interval_ms=20, exe=str(_fake_tegrastats(tmp_path))) as s:
         time.sleep(0.3)
@@ -330,7 +330,7 @@ def test_tegrastats_sampler_reads_a_running_tegrastats(tmp_path: Path) -> None:
 
 
 def test_measure_attaches_jetson_power_when_a_jetson_is_detected(monkeypatch, tmp_path) -> None:
-    from s4t_edge.runtime.memory import TegraStatsSampler
+    from s4t_edge.measure.memory import TegraStatsSampler
 
     exe = str(_fake_tegrastats(tmp_path))
     monkeypatch.setattr(bench, "jetson_sampler", lambda ms: TegraStatsSampler(20, exe=exe))

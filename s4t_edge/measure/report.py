@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from s4t_edge.runtime.evaluate import DatasetAdaptResult, Examples
+from s4t_edge.measure.evaluate import DatasetAdaptResult, Examples
 from s4t_edge.utils import atomic_write, ensure_writable_dir
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import BackendError
+from s4t_edge.runtime.backends.tensorrt.buffers import ArenaPlan
 
 _INSTALL_HINT = (
     "install cuda-python (`pip install cuda-python`, or `pip install s4t-edge[tensorrt]`); "
@@ -442,3 +443,35 @@ def env_device_index(default: int = 0) -> int:
     """Device ordinal from S4T_CUDA_DEVICE (a convenience for multi-GPU hosts)."""
     value = os.environ.get("S4T_CUDA_DEVICE")
     return int(value) if value and value.isdigit() else default
+
+
+class MirroredArena:
+    """An arena visible from both sides: pinned host bytes and the address kernels use.
+
+    With `zero_copy` (integrated GPUs) the pinned memory is mapped and *is* the device buffer,
+    so upload/download are no-ops; elsewhere they are one async copy of the whole arena.
+    """
+
+    def __init__(self, driver: CudaDriver, plan: ArenaPlan, zero_copy: bool) -> None:
+        self.driver = driver
+        self.plan = plan
+        self.host = HostArena(driver, plan.nbytes, mapped=zero_copy)
+        self.device = None if self.host.mapped else DeviceArena(driver, plan.nbytes, plan.name)
+        self.ptr = self.host.device_ptr if self.device is None else self.device.ptr
+        self.views = plan.views(self.host.array)
+
+    def addr(self, name: str) -> int:
+        return self.ptr + self.plan.slot(name).offset
+
+    def upload(self, stream: Any) -> None:
+        if self.device is not None:
+            self.driver.memcpy_htod(self.ptr, self.host.array[: self.plan.nbytes], stream)
+
+    def download(self, stream: Any) -> None:
+        if self.device is not None:
+            self.driver.memcpy_dtoh(self.host.array[: self.plan.nbytes], self.ptr, stream)
+
+    def free(self) -> None:
+        if self.device is not None:
+            self.device.free()
+        self.host.free()

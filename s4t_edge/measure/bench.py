@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import BackendError, ConfigError
-from s4t_edge.runtime.memory import format_bytes, jetson_sampler, measure_memory
+from s4t_edge.measure.memory import format_bytes, jetson_sampler, measure_memory
 
 SCHEMA = "s4t-edge-bench"
 SCHEMA_VERSION = 1
@@ -713,7 +713,7 @@ def isolated_memory(artifact_dir: Path, name: str, cfg: BenchConfig) -> dict[str
     only the onnxruntime backend never imports torch, and the child shows what it really holds.
     """
     spec = {"artifact": str(artifact_dir), "name": name, "config": cfg.to_dict()}
-    cmd = [sys.executable, "-m", "s4t_edge.runtime.bench", "--probe", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "s4t_edge.measure.bench", "--probe", json.dumps(spec)]
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     except subprocess.TimeoutExpired:
@@ -727,8 +727,8 @@ def isolated_memory(artifact_dir: Path, name: str, cfg: BenchConfig) -> dict[str
 
 def _probe(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Child side of `isolated_memory`: load one contender, warm up, measure one episode."""
+    from s4t_edge.measure.memory import current_rss, peak_rss
     from s4t_edge.runtime.artifact import Artifact
-    from s4t_edge.runtime.memory import current_rss, peak_rss
 
     rss_start = current_rss()
     cfg = BenchConfig.from_dict(spec["config"])
@@ -870,7 +870,7 @@ def _clean(v: Any) -> Any:
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m s4t_edge.runtime.bench --probe SPEC`: the isolated memory probe."""
+    """`python -m s4t_edge.measure.bench --probe SPEC`: the isolated memory probe."""
     if len(argv) == 2 and argv[0] == "--probe":
         try:
             print(json.dumps(_clean(_probe(json.loads(argv[1])))))
@@ -878,7 +878,7 @@ def _main(argv: list[str]) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
-    print("usage: python -m s4t_edge.runtime.bench --probe SPEC_JSON", file=sys.stderr)
+    print("usage: python -m s4t_edge.measure.bench --probe SPEC_JSON", file=sys.stderr)
     return 2
 
 
