@@ -136,7 +136,7 @@ def test_reference_published_protocol_equals_a_hand_written_loop(exported, image
     from s4t_edge.train.rundir import load_run
 
     run_dir, art = exported
-    session = load(art, backend="reference")
+    session = load(art, backend="reference", source=run_dir)
     a = Adapter(session, steps=3, seed=0, mode="published")
     o = a.optimizer.config
     assert (o.name, o.lr, o.weight_decay, o.momentum) == ("sgd", 2e-5, 1e-6, 0.0)
