@@ -154,10 +154,17 @@ def summarise(records: list[dict[str, Any]], lives: list[dict[str, Any]]) -> dic
             })  # fmt: skip
     fails = [r for r in records if r.get("event") == "save_failed"]
     done = next((r for r in reversed(records) if r.get("event") == "done"), {})
+    # guard counters live in each worker process: the run's total is the sum of the last
+    # report of every life (a killed life's last interval is lost with it)
+    guards: dict[str, int] = {}
+    for rs in by_pid.values():
+        last = (done if done.get("pid") == rs[-1]["pid"] else rs[-1]).get("guards", {})
+        for k, v in last.items():
+            guards[k] = guards.get(k, 0) + int(v)
     drift = [(r["t"], r["drift"]) for r in stats]
     return {
         "batches": done.get("batches", stats[-1]["batches"] if stats else 0),
-        "guards": done.get("guards", {}),
+        "guards": guards,
         "saves_ok": sum(1 for r in records if r.get("event") == "saved"),
         "saves_failed_full_disk": len(fails),
         "failed_save_messages_one_line": all(r.get("one_line") for r in fails),
@@ -183,6 +190,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--check", action="store_true", help="dry run: untrained model, short")
+    ap.add_argument(
+        "--from-log", action="store_true", help="re-summarise the last run's log, no new run"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--theta", help=argparse.SUPPRESS)
     ap.add_argument("--t-end", help=argparse.SUPPRESS)
@@ -194,6 +204,13 @@ def main() -> None:
 
     from s4t_edge.export import ExportConfig
 
+    if args.from_log:  # the same summary from the last run's log (e.g. after a summary fix)
+        name = "soak_check" if args.check else "soak"
+        prev = json.loads((args.out / f"{name}.json").read_text())
+        summary = summarise(_read_log(args.workdir / "soak.jsonl"), prev["lives"])
+        keep = ("minutes", "artifact", "steps", "lr", "nan_every", "save_every", "max_drift")
+        summary.update({k: prev[k] for k in (*keep, "final_theta")})
+        return write_results(args.out, name, summary)
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.artifact:
         art = Path(args.artifact)
@@ -260,33 +277,37 @@ def main() -> None:
         nan_every=args.nan_every, save_every=args.save_every, max_drift=args.max_drift,
         final_theta=_verify_theta(art, theta) if theta.exists() else None,
     )  # fmt: skip
-    args.out.mkdir(parents=True, exist_ok=True)
-    name = "soak_check" if args.check else "soak"
-    (args.out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_results(args.out, "soak_check" if args.check else "soak", summary)
+    lost = any(life.get("lost") for life in lives)
+    sys.exit(1 if lost or rc != 0 else 0)
+
+
+def write_results(out: Path, name: str, summary: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     rows = [
         [str(r["pid"]), str(r["samples"]), f"{r['first_mib']:.1f}", f"{r['last_mib']:.1f}",
          f"{r['max_mib']:.1f}", f"{r['growth_mib']:+.1f}"]
         for r in summary["rss"]
     ]  # fmt: skip
+    minutes = summary["minutes"]
     md = [
-        f"# Online soak ({args.minutes:g} min, `python benchmarks/soak.py --minutes {args.minutes:g}`)",
+        f"# Online soak ({minutes:g} min, `python benchmarks/soak.py --minutes {minutes:g}`)",
         "",
-        f"{summary['batches']} batches of 8 (K = {args.steps}, SGD lr {args.lr:g}, online); "
-        f"guards {json.dumps(summary['guards'])}; saves ok {summary['saves_ok']}, failed on the "
-        f"full disk {summary['saves_failed_full_disk']} (one line each: "
-        f"{summary['failed_save_messages_one_line']}); θ drift from the source "
+        f"{summary['batches']} batches of 8 (K = {summary['steps']}, SGD lr {summary['lr']:g}, "
+        f"online); guards over all worker lives {json.dumps(summary['guards'])}; saves ok "
+        f"{summary['saves_ok']}, failed on the full disk {summary['saves_failed_full_disk']} "
+        f"(one line each: {summary['failed_save_messages_one_line']}); θ drift from the source "
         f"{summary['drift_first']:.3g} -> {summary['drift_last']:.3g} (max {summary['drift_max']:.3g}).",
         "",
         md_table(
             ["worker pid", "samples", "RSS first MiB", "RSS last MiB", "max MiB", "growth"], rows
         ),
         "",
-        "SIGKILL / restart: " + json.dumps([{k: v for k, v in life.items()} for life in lives]),
+        "SIGKILL / restart: " + json.dumps(summary["lives"]),
     ]
-    (args.out / f"{name}.md").write_text("\n".join(md) + "\n")
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    lost = any(life.get("lost") for life in lives)
-    sys.exit(1 if lost or rc != 0 else 0)
 
 
 if __name__ == "__main__":
