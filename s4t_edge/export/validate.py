@@ -136,6 +136,50 @@ def _feeds(sess, cut, theta, noise) -> dict[str, np.ndarray]:
     return feeds
 
 
+def _sensitivity(
+    sess, cut: dict[str, np.ndarray], theta, noise, scale: str, size: float, draws: int
+) -> tuple[dict[str, float], float]:
+    """How far step.onnx's gradients move when its cut inputs move by `size`.
+
+    `scale` "relative": each element by a random ±size of itself (one ulp at 2^-23: the rounding
+    any two fp32 implementations differ by); "absolute": by up to size x the tensor's largest
+    magnitude (the cut difference the chain check sees).  Returns (per gradient, global) relative
+    changes, the worst over `draws` draws.  A deep random network can be so ill-conditioned
+    here that one ulp moves a gradient by percent: no fp32 graph can then match PyTorch to 1e-4,
+    and the check holds each gradient to what fp32 allows instead of failing every export.
+    """
+    base = _run(sess, _feeds(sess, cut, theta, noise))
+    rng = np.random.default_rng(0)
+    per: dict[str, float] = {k: 0.0 for k in base if k.startswith("grad/")}
+    worst = 0.0
+    for _ in range(draws):
+        moved = {}
+        for k, v in cut.items():
+            if scale == "relative":
+                moved[k] = v * (1 + size * rng.choice(np.array([-1.0, 1.0], np.float32), v.shape))
+            else:
+                amp = size * float(np.max(np.abs(v))) if v.size else 0.0
+                moved[k] = v + amp * rng.uniform(-1, 1, v.shape)
+            moved[k] = moved[k].astype(np.float32)
+        out = _run(sess, _feeds(sess, moved, theta, noise))
+        for k in per:
+            per[k] = max(per[k], _rel(out[k], base[k]))
+        worst = max(worst, _global_rel(out, base))
+    return per, worst
+
+
+def _global_rel(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
+    """‖Δgrad‖ / ‖grad‖ over every θ gradient."""
+    grads = [k for k in out if k.startswith("grad/")]
+    num = sum(float(np.sum((out[k].astype(np.float64) - ref[k]) ** 2)) for k in grads)
+    den = sum(float(np.sum(np.asarray(ref[k], np.float64) ** 2)) for k in grads)
+    return (num / den) ** 0.5 if den > 0 else 0.0
+
+
+# A gradient may differ from PyTorch by this many times what one ulp of its inputs moves it by.
+_FLOOR_FACTOR = 8.0
+
+
 def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
     """Each graph on PyTorch's own inputs, then the chain backbone -> step as a device runs it."""
     from safetensors.numpy import load_file
@@ -153,7 +197,7 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
 
     def fail(graph: str, name: str, err: float, limit: float, what: str = "PyTorch") -> None:
         report.failures.append(
-            f"{graph} output {name!r} differs from {what} by {err:.2e} (> {limit:.0e})"
+            f"{graph} output {name!r} differs from {what} by {err:.2e} (> {limit:.2g})"
         )
 
     bb = _run(_ort_session(root / graphs["backbone"]["file"]), {"image": x})
@@ -166,12 +210,14 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
 
     step_sess = _ort_session(root / graphs["step"]["file"])
     outs = _run(step_sess, _feeds(step_sess, torch_cut, theta, noise))
+    ulp, ulp_global = _sensitivity(step_sess, torch_cut, theta, noise, "relative", 2.0**-23, 2)
     worst_grad = 0.0
     for name, val in outs.items():
         err = _rel(val, ref[name])
-        limit = tol["loss_rel"] if name.startswith("loss") else tol["grad_rel"]
+        limit = tol["loss_rel"]
         if name.startswith("grad/"):
             worst_grad = max(worst_grad, err)
+            limit = max(tol["grad_rel"], _FLOOR_FACTOR * ulp[name])
         if not err <= limit:
             return fail("step.onnx", name, err, limit, "PyTorch autograd")
 
@@ -186,16 +232,17 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
     # The chain as the runtime runs it (ONNX Runtime's own cut): reported, and bounded loosely,
     # because fp32 differences of the backbone legitimately grow through the gradient.
     chain = _run(step_sess, _feeds(step_sess, bb, theta, noise))
-    grads = [k for k in chain if k.startswith("grad/")]
-    num = sum(float(np.sum((chain[k].astype(np.float64) - ref[k]) ** 2)) for k in grads)
-    den = sum(float(np.sum(ref[k].astype(np.float64) ** 2)) for k in grads)
-    chain_rel = (num / den) ** 0.5 if den > 0 else 0.0
-    if not chain_rel <= tol["chain_grad_rel"]:
+    chain_rel = _global_rel(chain, ref)
+    # what a cut difference as large as the measured one (or fp32 rounding alone) does to the
+    # gradients, at most
+    _, moved = _sensitivity(step_sess, torch_cut, theta, noise, "absolute", worst_cut, 1)
+    chain_limit = max(tol["chain_grad_rel"], _FLOOR_FACTOR * max(moved, ulp_global))
+    if not chain_rel <= chain_limit:
         return fail(
             "backbone.onnx -> step.onnx",
             "grad/*",
             chain_rel,
-            tol["chain_grad_rel"],
+            chain_limit,
             "PyTorch autograd (global)",
         )
     report.parity = {
@@ -205,6 +252,9 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
         "pred_rel_max": worst_pred,
         "chain_grad_rel_global": chain_rel,
         "chain_loss_rel": _rel(chain["loss"], ref["loss"]),
+        # fp32 conditioning of the step on these inputs (see _sensitivity)
+        "grad_ulp_sensitivity_max": max(ulp.values(), default=0.0),
+        "chain_cut_sensitivity": max(moved, ulp_global),
         "images": int(x.shape[0]),
         "reference": "torch autograd at a perturbed θ on real images; each graph on PyTorch's inputs",
     }
