@@ -17,6 +17,7 @@ from s4t_edge.cli.dataopts import (
     protocol_option,
     quirks_option,
 )
+from s4t_edge.cli.policyopts import policy_from_options, policy_options
 from s4t_edge.errors import ConfigError
 
 
@@ -81,6 +82,7 @@ from s4t_edge.errors import ConfigError
     show_default=True,
     help="onnxruntime: execution provider; torch/reference: torch device.",
 )
+@policy_options
 @click.option("--threads", type=int, default=None, help="CPU threads of the backend.")
 @click.option("--limit", type=int, default=None, help="Use only the first N images.")
 @click.option(
@@ -127,6 +129,11 @@ def command(
     lr: float | None,
     loss_guard: float,
     device: str,
+    bn_mix: float | None,
+    stats_select: str | None,
+    stats_score: str | None,
+    safety: str | None,
+    max_change: float | None,
     threads: int | None,
     limit: int | None,
     json_path: Path,
@@ -240,8 +247,17 @@ def command(
             f"--batch-size {batch_size} differs from the artifact's static batch {session.batch}; "
             f"omit it or re-export with `s4t-edge export --batch {batch_size}`"
         )
+    policy = policy_from_options(
+        session.artifact.manifest.get("policy"),
+        bn_mix,
+        stats_select,
+        stats_score,
+        safety,
+        max_change,
+    )
     adapter = Adapter(
         session,
+        policy=policy,
         steps=steps,
         mode=mode,
         reset_every=reset_every,

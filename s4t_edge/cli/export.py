@@ -6,6 +6,7 @@ import json
 
 import click
 
+from s4t_edge.cli.policyopts import policy_from_options, policy_options
 from s4t_edge.export.scopes import DEFAULT_SCOPE
 
 _SCOPE_HELP = f"""Which parameters form θ (adapted on the device). Terms, joined with '+':
@@ -25,11 +26,21 @@ prefix, e.g. norm@backbone.layer4), 'adapters' (residual adapters; see --add-ada
 )
 @click.option(
     "--bn-stats",
-    type=click.Choice(["batch", "running"]),
+    type=click.Choice(["batch", "running", "mix"]),
     default="batch",
     show_default=True,
-    help="BatchNorm statistics: of the current batch (published protocol) or the running ones.",
+    help="BatchNorm statistics: of the current batch (published protocol), the running ones, or "
+    "'mix': an input α of the backbone graph, chosen per batch on the device (see --bn-mix).",
 )
+@click.option(
+    "--objective",
+    type=click.Choice(["s4t", "entropy"]),
+    default="s4t",
+    show_default=True,
+    help="What the step graph minimises: the S4T consistency loss, or the entropy of the "
+    "segmentation head (tent).",
+)
+@policy_options
 @click.option(
     "--add-adapters",
     default="",
@@ -75,6 +86,12 @@ def command(
     scope: str,
     batch: int,
     bn_stats: str,
+    objective: str,
+    bn_mix: float | None,
+    stats_select: str | None,
+    stats_score: str | None,
+    safety: str | None,
+    max_change: float | None,
     add_adapters: str,
     opset: int,
     optimizer: str | None,
@@ -123,6 +140,8 @@ def command(
         scope=scope,
         batch=batch,
         bn_stats=bn_stats,
+        objective=objective,
+        policy=policy_from_options(None, bn_mix, stats_select, stats_score, safety, max_change),
         add_adapters=stages,
         opset=opset,
         validate=not no_validate,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,15 @@ def default_threads() -> int:
 )
 @click.option("--steps", type=int, default=None, help=f"Optimizer steps (default {_D.steps}).")
 @click.option(
+    "--lambda",
+    "lambda_",
+    type=float,
+    default=None,
+    help="Weight λ of the auxiliary and joint-decoder losses in pretraining, and of the test-time "
+    "loss (default 0.01, as published). A larger λ trains a joint decoder that reconstructs "
+    "the tasks well, which S4T's test-time signal depends on.",
+)
+@click.option(
     "--batch-size",
     type=int,
     default=None,
@@ -144,6 +154,7 @@ def command(
     out: Path | None,
     tasks: str | None,
     steps: int | None,
+    lambda_: float | None,
     batch_size: int | None,
     lr: float | None,
     seed: int | None,
@@ -249,6 +260,8 @@ def command(
             model_cfg = make_config(preset or "tiny", parse_tasks(tasks) if tasks else None)
             s4t_cfg = S4TConfig()
             train_cfg = TrainConfig(**overrides)
+        if lambda_ is not None:
+            s4t_cfg = replace(s4t_cfg, lambda_=float(lambda_))
     from s4t_edge.cli.dataopts import protect_data
 
     protect_data(train_path, "--train")

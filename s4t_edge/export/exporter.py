@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from s4t_edge.export.scopes import DEFAULT_SCOPE
 from s4t_edge.outputs import check_output, input_entry
 from s4t_edge.utils import current_umask, fsync_dir
 
-BN_STATS = ("batch", "running")
+BN_STATS = ("batch", "running", "mix")
 ARTIFACT_FORMAT = "s4t-edge-artifact"
 ARTIFACT_VERSION = 1
 _OWNER = ".s4t-export-owner"  # pid of the export building a temporary directory
@@ -33,7 +34,12 @@ class ExportConfig:
 
     scope: str = DEFAULT_SCOPE  # which parameters form θ (see s4t_edge.export.scopes)
     batch: int = 8  # static batch size of every graph (the published protocol adapts on 8 images)
-    bn_stats: str = "batch"  # BatchNorm statistics in all graphs: "batch" (published) or "running"
+    # BatchNorm statistics in all graphs: "batch" (published), "running", or "mix" -- a graph
+    # input α chosen per batch on the device (0 = running, 1 = batch; see runtime.policy)
+    bn_stats: str = "batch"
+    objective: str = "s4t"  # what the step minimises: "s4t" (published) or "entropy" (tent)
+    # label-free rules recorded as the artifact's default (runtime.policy.AdaptPolicy fields)
+    policy: Mapping[str, Any] | None = None
     add_adapters: tuple[str, ...] = ()  # backbone stages that get zero-initialised adapters
     opset: int = 18  # ONNX opset (TensorRT 10.3 parses ≤ 20)
     validate: bool = True  # compare every graph with PyTorch before finishing
@@ -47,6 +53,15 @@ class ExportConfig:
             raise ConfigError(
                 f"--bn-stats must be one of {', '.join(BN_STATS)}, got {self.bn_stats!r}"
             )
+        from s4t_edge.runtime.policy import OBJECTIVES
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(
+                f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
+            )
+        from s4t_edge.runtime.policy import AdaptPolicy
+
+        AdaptPolicy.from_dict(self.policy)
         if not 1 <= int(self.batch) <= 1024:
             raise ConfigError(f"--batch must be between 1 and 1024, got {self.batch}")
         if not 13 <= self.opset <= 20:
@@ -245,7 +260,9 @@ def export_model(
     select_theta(model, cfg.scope)  # a bad scope fails here, before any work or output
     say(f"tracing the test-time step (scope {cfg.scope}, batch {cfg.batch}, bn {cfg.bn_stats})")
     t = time.perf_counter()
-    part = build_partition(model, cfg.scope, cfg.batch, cfg.bn_stats, s4t_cfg, seed=cfg.seed)
+    part = build_partition(
+        model, cfg.scope, cfg.batch, cfg.bn_stats, s4t_cfg, seed=cfg.seed, objective=cfg.objective
+    )
     timings["trace_s"] = time.perf_counter() - t
 
     tmp = Path(
@@ -264,7 +281,12 @@ def export_model(
         say("writing backbone.onnx")
         protos = {}
         protos["backbone"] = export_graph(
-            part.backbone_gm, [image], ["image"], part.cut_names, tmp / "backbone.onnx", cfg.opset
+            part.backbone_gm,
+            [image] + [torch.ones(1) for _ in part.controls],
+            ["image", *part.controls],
+            part.cut_names,
+            tmp / "backbone.onnx",
+            cfg.opset,
         )
         say("writing step.onnx")
         ins, outs = part.step_io()

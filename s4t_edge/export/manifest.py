@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from s4t_edge.runtime.policy import AdaptPolicy
 from s4t_edge.utils import sha256_file, write_json
 
 ARTIFACT_FILES = (
@@ -136,6 +137,13 @@ def build_manifest(
         },
         "scope": cfg.scope,
         "bn_stats": cfg.bn_stats,
+        "objective": cfg.objective,
+        "policy": AdaptPolicy.from_dict(cfg.policy).to_dict(),
+        # per-batch inputs of backbone.onnx besides the image (each reaches step/predict as cut/NAME)
+        "controls": [
+            {"name": c, "shape": [1], "dtype": "float32", "range": [0.0, 1.0]}
+            for c in part.controls
+        ],
         "theta": {
             "file": "theta.safetensors",
             "tensors": theta_specs,

@@ -55,6 +55,8 @@ class TracedStep:
     task_names: list[str]
     # outputs of gm, in order: loss, task losses, grads (θ order), predictions (task order)
     kind: dict[fx.Node, str] = field(default_factory=dict)
+    # placeholders: image, mask_noise, then these frozen control inputs, then θ
+    controls: list[str] = field(default_factory=list)
 
 
 def trace_test_time(
@@ -63,8 +65,14 @@ def trace_test_time(
     s4t_cfg,
     image: torch.Tensor,
     mask_noise: torch.Tensor,
+    objective: str = "s4t",
 ) -> TracedStep:
-    """Trace loss, gradients and predictions of `model` as a function of (image, noise, θ)."""
+    """Trace loss, gradients and predictions of `model` as a function of (image, noise, θ).
+
+    With BatchNorm in mode ``"mix"`` the statistics mix α is a further input, ``bn_mix`` ([1]),
+    classified frozen: the backbone graph takes it and hands it to step and predict through the
+    cut like any frozen tensor, so the device chooses α per batch without another graph.
+    """
     from torch.func import functional_call, grad_and_value
     from torch.fx.experimental.proxy_tensor import make_fx
 
@@ -73,7 +81,8 @@ def trace_test_time(
         replace_resizes,
         split_layer_norm_statistics,
     )
-    from s4t_edge.train.losses import test_time_loss
+    from s4t_edge.models.norm import set_bn_mix
+    from s4t_edge.train.losses import test_time_objective
 
     names = list(theta_names)
     params = dict(model.named_parameters())
@@ -86,13 +95,16 @@ def trace_test_time(
 
     def loss_fn(theta, img, noise):
         out = functional_call(model, {**fixed, **theta}, (img, noise))
-        total, parts = test_time_loss(out["main"], out["joint"], s4t_cfg)
+        total, parts = test_time_objective(objective, out["main"], out["joint"], s4t_cfg)
         return total, (parts, {t: v.detach() for t, v in out["main"].items()})
 
     order: dict[str, list[str]] = {}
+    controls = ["bn_mix"] if getattr(model, "bn_mode", None) == "mix" else []
 
-    def fn(img, noise, *theta_list):
-        theta = dict(zip(names, theta_list))
+    def fn(img, noise, *rest):
+        if controls:
+            set_bn_mix(model.modules(), rest[0])
+        theta = dict(zip(names, rest[len(controls) :]))
         grads, (loss, (parts, preds)) = grad_and_value(loss_fn, has_aux=True)(theta, img, noise)
         order["tasks"] = list(preds)
         return (
@@ -103,19 +115,23 @@ def trace_test_time(
         )
 
     theta0 = [params[n].detach().clone() for n in names]
+    control0 = [torch.ones(1) for _ in controls]
     was_training = model.training
     model.eval()
     try:
-        gm = make_fx(fn, decomposition_table=decomposition_table())(image, mask_noise, *theta0)
+        gm = make_fx(fn, decomposition_table=decomposition_table())(
+            image, mask_noise, *control0, *theta0
+        )
     finally:
         model.train(was_training)
+        set_bn_mix(model.modules(), None)
     _refuse_mutations(gm)
     replace_resizes(gm)
     split_layer_norm_statistics(gm)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     task_names = tasks or order["tasks"]
-    return TracedStep(gm=gm, theta_names=names, task_names=task_names)
+    return TracedStep(gm=gm, theta_names=names, task_names=task_names, controls=controls)
 
 
 def _refuse_mutations(gm: fx.GraphModule) -> None:
@@ -130,12 +146,12 @@ def _refuse_mutations(gm: fx.GraphModule) -> None:
             )
 
 
-def _classify(gm: fx.GraphModule) -> dict[fx.Node, str]:
+def _classify(gm: fx.GraphModule, n_controls: int = 0) -> dict[fx.Node, str]:
     kind: dict[fx.Node, str] = {}
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    # placeholders: image, mask_noise, θ...
+    # placeholders: image, mask_noise, controls (constant per batch, so frozen), θ...
     for i, n in enumerate(placeholders):
-        kind[n] = FROZEN if i == 0 else LIVE
+        kind[n] = FROZEN if i == 0 or 2 <= i < 2 + n_controls else LIVE
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             continue
@@ -216,7 +232,9 @@ def _subgraph(
     outs = []
     for o in outputs:
         val = env[o]
-        if val.op == "placeholder":  # an input passed straight through still needs a node
+        # an input passed straight through, or a value that is already an output under another
+        # name (tent's loss is its semseg part), still needs a node of its own
+        if val.op == "placeholder" or val in outs:
             val = g.call_function(torch.ops.aten.clone.default, (val,))
         outs.append(val)
     g.output(tuple(outs))
@@ -271,10 +289,13 @@ class Partition:
     source: dict[str, torch.Tensor]
     frozen_ops: int
     live_ops: int
+    # backbone inputs after the image (``bn_mix``); each also reaches step/predict via the cut
+    controls: list[str] = field(default_factory=list)
 
     # -- torch execution -------------------------------------------------------------------
-    def backbone(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.backbone_gm(image)
+    def backbone(self, image: torch.Tensor, bn_mix: float = 1.0) -> dict[str, torch.Tensor]:
+        extra = [torch.full((1,), float(bn_mix), device=image.device)] if self.controls else []
+        out = self.backbone_gm(image, *extra)
         return dict(zip(self.cut_names, out))
 
     def step(
@@ -329,22 +350,28 @@ def partition_traced(traced: TracedStep) -> Partition:
     topo = {n: i for i, n in enumerate(gm.graph.nodes)}.__getitem__
     n_theta = len(traced.theta_names)
     n_tasks = len(traced.task_names)
-    kind = _classify(gm)
+    kind = _classify(gm, len(traced.controls))
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     outs = list(output_node.args[0])
     step_outs = outs[: 1 + n_tasks + n_theta]
     pred_outs = outs[1 + n_tasks + n_theta :]
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    image_ph, noise_ph, theta_ph = placeholders[0], placeholders[1], placeholders[2:]
+    n_ctl = len(traced.controls)
+    image_ph, noise_ph = placeholders[0], placeholders[1]
+    control_ph, theta_ph = placeholders[2 : 2 + n_ctl], placeholders[2 + n_ctl :]
 
     step_cut = _cut_for(step_outs, kind, topo)
     pred_cut = _cut_for(pred_outs, kind, topo)
     all_cut = sorted(set(step_cut) | set(pred_cut), key=topo)
     # With θ at the very input (scope "all") the cut is the image itself: the backbone graph is
     # then an identity and every step recomputes the whole network, as the published protocol does.
-    names = {n: ("cut/image" if n is image_ph else f"cut/{n.name}") for n in all_cut}
+    fixed_names = {image_ph: "cut/image"}
+    fixed_names.update({ph: f"cut/{c}" for ph, c in zip(control_ph, traced.controls)})
+    names = {n: fixed_names.get(n, f"cut/{n.name}") for n in all_cut}
 
-    backbone = _subgraph(gm, [("image", image_ph)], all_cut)
+    backbone = _subgraph(
+        gm, [("image", image_ph)] + list(zip(traced.controls, control_ph)), all_cut
+    )
     theta_in = [(traced.theta_names[i], p) for i, p in enumerate(theta_ph)]
     step = _subgraph(
         gm, [(names[n], n) for n in step_cut] + theta_in + [("mask_noise", noise_ph)], step_outs
@@ -368,6 +395,7 @@ def partition_traced(traced: TracedStep) -> Partition:
         source={},  # filled by build_partition from the model's parameters
         frozen_ops=sum(1 for n, k in kind.items() if k == FROZEN and n.op == "call_function"),
         live_ops=sum(1 for n, k in kind.items() if k == LIVE and n.op == "call_function"),
+        controls=list(traced.controls),
     )
 
 
@@ -378,6 +406,7 @@ def build_partition(
     bn_stats: str = "batch",
     s4t_cfg=None,
     seed: int = 0,
+    objective: str = "s4t",
 ) -> Partition:
     """Trace and partition `model` for a scope at a static batch size (contract: docs/contracts.md)."""
     from s4t_edge.export.scopes import select_theta
@@ -392,7 +421,7 @@ def build_partition(
     gen = torch.Generator().manual_seed(seed)
     image = torch.randn(batch, 3, h, w, generator=gen)
     noise = torch.rand(*model.mask_noise_shape(batch), generator=gen)
-    traced = trace_test_time(model, theta_names, s4t_cfg, image, noise)
+    traced = trace_test_time(model, theta_names, s4t_cfg, image, noise, objective)
     part = partition_traced(traced)
     params = dict(model.named_parameters())
     part.source = {n: params[n].detach().clone() for n in theta_names}

@@ -52,16 +52,26 @@ def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
     for n, v in part.source_theta().items():
         scale = float(v.abs().mean()) + 1e-2
         theta[n] = (v + 0.05 * scale * torch.randn(v.shape, generator=gen)).requires_grad_(True)
-    out, loss, parts, grads = _autograd(
-        model, theta, torch.from_numpy(x), noise, part.theta_names, s4t_cfg
-    )
+    from s4t_edge.models.norm import set_bn_mix
+
+    # Half batch, half running statistics: both sources of a 'mix' export must be right.
+    mix = PARITY_BN_MIX if part.controls else None
+    set_bn_mix(model.modules(), mix)
+    try:
+        out, loss, parts, grads = _autograd(
+            model, theta, torch.from_numpy(x), noise, part.theta_names, s4t_cfg, cfg.objective
+        )
+    finally:
+        set_bn_mix(model.modules(), None)
     with torch.no_grad():
-        cut = part.backbone(torch.from_numpy(x))
+        cut = part.backbone(torch.from_numpy(x), PARITY_BN_MIX)
     ref: dict[str, np.ndarray] = {
         "image_u8": img_u8,
         "mask_noise": noise.numpy(),
         "loss": loss.detach().numpy().reshape(()),
     }
+    if mix is not None:
+        ref["bn_mix"] = np.full((1,), mix, np.float32)
     # PyTorch's cut tensors let each graph be checked on exactly the inputs PyTorch saw: fp32
     # differences of a deep backbone (~1e-5) are otherwise amplified by the gradient of a deep
     # random network (by ~1e3 on the paper preset's layer4 norms), hiding what the step does.
@@ -77,17 +87,17 @@ def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v) for k, v in ref.items()}
 
 
-def _autograd(model, theta, x, noise, names, s4t_cfg):
+def _autograd(model, theta, x, noise, names, s4t_cfg, objective="s4t"):
     import torch
     from torch.func import functional_call
 
-    from s4t_edge.train.losses import test_time_loss
+    from s4t_edge.train.losses import test_time_objective
 
     params = {k: v.detach() for k, v in model.named_parameters()}
     params.update(dict(model.named_buffers()))
     params.update(theta)
     out = functional_call(model, params, (x, noise))
-    loss, parts = test_time_loss(out["main"], out["joint"], s4t_cfg)
+    loss, parts = test_time_objective(objective, out["main"], out["joint"], s4t_cfg)
     grads = torch.autograd.grad(loss, [theta[n] for n in names], allow_unused=True)
     grads = [torch.zeros_like(theta[n]) if g is None else g for n, g in zip(names, grads)]
     return out, loss, parts, grads
@@ -178,6 +188,8 @@ def _global_rel(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float
 
 # A gradient may differ from PyTorch by this many times what one ulp of its inputs moves it by.
 _FLOOR_FACTOR = 8.0
+# BatchNorm statistics mix of the parity references of a 'mix' export
+PARITY_BN_MIX = 0.5
 
 
 def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
@@ -200,7 +212,10 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
             f"{graph} output {name!r} differs from {what} by {err:.2e} (> {limit:.2g})"
         )
 
-    bb = _run(_ort_session(root / graphs["backbone"]["file"]), {"image": x})
+    bb_feeds = {"image": x}
+    if "bn_mix" in ref:
+        bb_feeds["bn_mix"] = ref["bn_mix"]
+    bb = _run(_ort_session(root / graphs["backbone"]["file"]), bb_feeds)
     worst_cut = 0.0
     for name, val in bb.items():
         err = _rel(val, torch_cut[name])

@@ -17,7 +17,7 @@ from torch import nn
 from s4t_edge.errors import ConfigError
 
 # Valid explicit modes; None means "follow module.training like nn.BatchNorm2d".
-BN_MODES: tuple[str, ...] = ("running", "batch")
+BN_MODES: tuple[str, ...] = ("running", "batch", "mix")
 
 
 class BatchNorm2d(nn.BatchNorm2d):
@@ -29,14 +29,19 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     - ``"running"``: always the running statistics (eval behaviour, even in train mode);
     - ``"batch"``: always the current batch's statistics (mean and biased variance over N, H, W),
-      computed with plain tensor ops, never updating the running statistics.
+      computed with plain tensor ops, never updating the running statistics;
+    - ``"mix"``: α·batch + (1 − α)·running for the mean and for the variance, with α the tensor
+      `bn_mix` (shape [1]) set by `set_bn_mix` -- a graph input after export, so the device picks
+      running (α = 0, exactly), batch (α = 1, exactly) or anything between per batch.
     """
 
     stats_mode: str | None
+    bn_mix: torch.Tensor | None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.stats_mode = None
+        self.bn_mix = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.stats_mode
@@ -49,6 +54,13 @@ class BatchNorm2d(nn.BatchNorm2d):
         mean = x.mean(dim=(0, 2, 3), keepdim=True)
         xc = x - mean
         var = (xc * xc).mean(dim=(0, 2, 3), keepdim=True)
+        if mode == "mix":
+            if self.bn_mix is None:
+                raise ConfigError("BatchNorm mode 'mix' needs set_bn_mix(model, alpha) first")
+            a = self.bn_mix.reshape(1, 1, 1, 1)
+            mean = a * mean + (1 - a) * self.running_mean.view(1, -1, 1, 1)
+            var = a * var + (1 - a) * self.running_var.view(1, -1, 1, 1)
+            xc = x - mean
         y = xc * torch.rsqrt(var + self.eps)
         if self.weight is not None:
             y = y * self.weight.view(1, -1, 1, 1)
@@ -79,3 +91,12 @@ def set_bn_mode(modules: Iterable[nn.Module], mode: str | None) -> int:
                 "with s4t_edge.models (its BatchNorm2d) instead of torch.nn.BatchNorm2d"
             )
     return n
+
+
+def set_bn_mix(modules: Iterable[nn.Module], alpha: torch.Tensor | float | None) -> None:
+    """Give every `BatchNorm2d` among `modules` the statistics mix α (tensor or number, or None)."""
+    if alpha is not None and not isinstance(alpha, torch.Tensor):
+        alpha = torch.tensor([float(alpha)])
+    for m in modules:
+        if isinstance(m, BatchNorm2d):
+            m.bn_mix = alpha

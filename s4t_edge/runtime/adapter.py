@@ -29,6 +29,7 @@ import numpy as np
 from s4t_edge.errors import BackendError, ConfigError
 from s4t_edge.runtime.manifest_check import LIMITS
 from s4t_edge.runtime.optim import Optimizer, OptimizerConfig, make_optimizer
+from s4t_edge.runtime.policy import AdaptPolicy, prediction_change, semseg_entropy
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ GUARDS = (
     "nonfinite_theta",
     "loss_runaway",
     "drift_reset",
+    "safety_rollback",
 )
 
 
@@ -114,6 +116,10 @@ class AdaptResult:
     n: int = 0
     skipped: bool = False
     message: str | None = None
+    # predictions after step k for each k asked for with `adapt(..., predict_at=...)` (0: before)
+    predictions_at: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    bn_mix: float | None = None  # BatchNorm statistics mix the batch used ('mix' artifacts)
+    change: float | None = None  # prediction change the agreement rule measured
 
 
 def _finite(x: float) -> bool:
@@ -155,6 +161,8 @@ class Adapter:
         max_drift: drift guard: when the relative distance of θ from the source,
             ||θ - θ_src|| / ||θ_src|| over all tensors, exceeds it after a batch's steps, θ and
             the optimiser go back to the source (counted as `drift_reset`).  None: off.
+        policy: BatchNorm statistics and safety-net rules (`s4t_edge.runtime.policy`); None:
+            the manifest's ``policy``, else the defaults (batch statistics, no safety net).
     """
 
     def __init__(
@@ -169,6 +177,7 @@ class Adapter:
         predict_before: bool = False,
         lr: float | None = None,
         max_drift: float | None = None,
+        policy: AdaptPolicy | Mapping[str, Any] | None = None,
     ) -> None:
         if not hasattr(session, "artifact") or not hasattr(session, "preprocess"):
             raise ConfigError(
@@ -190,6 +199,10 @@ class Adapter:
             max_drift=max_drift,
         )
         self.optimizer = make_optimizer(self._optimizer_spec(art, optimizer, lr))
+        if policy is None:
+            policy = art.manifest.get("policy")
+        self.policy = policy if isinstance(policy, AdaptPolicy) else AdaptPolicy.from_dict(policy)
+        self._kinds = {t.name: t.kind for t in art.tasks}
         self.protocol = bool(getattr(session, "is_protocol", False))
         self._rng = np.random.default_rng(seed)
         self.guards: dict[str, int] = dict.fromkeys(GUARDS, 0)
@@ -357,17 +370,59 @@ class Adapter:
             else:
                 preds = self.session.predict_source(x)
         else:
-            cut = self.session.backbone(x)
+            cut, _ = self._backbone(x, self.theta if theta is None else theta)
             preds = self.session.predict(cut, self.theta if theta is None else theta)
         return {k: v[:n] for k, v in preds.items()}
 
-    def adapt(self, images: np.ndarray, predict_before: bool | None = None) -> AdaptResult:
+    def _backbone(self, x: np.ndarray, theta: Mapping[str, np.ndarray]) -> tuple[Any, float | None]:
+        """The cut of a batch under the policy's BatchNorm statistics, and the α used.
+
+        With candidates, each α gets a backbone pass and is scored without labels at `theta`;
+        the lowest score wins.  Artifacts without the ``bn_mix`` input ignore the policy.
+        """
+        s, pol = self.session, self.policy
+        if not s.artifact.controls:
+            return s.backbone(x), None
+        if not pol.candidates:
+            return s.backbone(x, pol.bn_mix), pol.bn_mix
+        best: tuple[float, float, Any] | None = None
+        noise = (
+            s.mask_noise(np.random.default_rng(self.config.seed + 1))
+            if pol.score == "s4t"
+            else None
+        )
+        for a in pol.candidates:
+            cut = s.backbone(x, a)
+            if pol.score == "s4t":
+                score = s.step(cut, theta, noise).loss
+            else:
+                seg = [t for t, k in self._kinds.items() if k == "semseg"]
+                if not seg:
+                    raise ConfigError("the entropy score needs a semseg task; use score 's4t'")
+                score = semseg_entropy(s.predict(cut, theta)[seg[0]])
+            if not math.isfinite(score):
+                continue
+            if best is None or score < best[0]:
+                best = (score, a, cut)
+        if best is None:  # every candidate non-finite: fall back to the fixed α
+            return s.backbone(x, pol.bn_mix), pol.bn_mix
+        return best[2], best[1]
+
+    def adapt(
+        self,
+        images: np.ndarray,
+        predict_before: bool | None = None,
+        predict_at: tuple[int, ...] = (),
+    ) -> AdaptResult:
         """Adapt on one batch (≤ the static batch; uint8 NHWC frames or float32 NCHW).
 
         Args:
             images: the frames.
             predict_before: also predict with the source θ (default: the adapter's setting);
                 costs one predict pass, the cut is shared.
+            predict_at: also predict after these step counts (0: before the first step), in
+                `AdaptResult.predictions_at` -- for accuracy-against-steps curves; one predict
+                pass each (host step loop only).
 
         Returns:
             An `AdaptResult`; `skipped=True` (and a message) when the batch had non-finite
@@ -392,12 +447,7 @@ class Adapter:
             # the published protocol adapts once; every later batch is only predicted
             result = self._predict_only(x, before)
             self.batches += 1
-            result.n = n
-            result.predictions = {k: v[:n] for k, v in (result.predictions or {}).items()}
-            if result.predictions_before is not None:
-                result.predictions_before = {k: v[:n] for k, v in result.predictions_before.items()}
-            result.timing["total_ms"] = (time.perf_counter() - t_start) * 1e3
-            return result
+            return self._finish(result, n, t_start)
         if cfg.mode in ("episodic", "published") or (
             cfg.reset_every and self.batches % cfg.reset_every == 0
         ):
@@ -412,16 +462,24 @@ class Adapter:
         if self.protocol:
             result = self._adapt_protocol(x, noises, guards, before)
         else:
-            result = self._adapt_theta(x, noises, guards, before)
+            result = self._adapt_theta(x, noises, guards, before, tuple(predict_at))
         for k, v in guards.items():
             self.guards[k] += v
         self.batches += 1
         self.total_steps += cfg.steps
         self.adapted = True
+        return self._finish(result, n, t_start)
+
+    @staticmethod
+    def _finish(result: AdaptResult, n: int, t_start: float) -> AdaptResult:
+        """Drop the predictions of padding images and stamp the total time."""
         result.n = n
         result.predictions = {k: v[:n] for k, v in (result.predictions or {}).items()}
         if result.predictions_before is not None:
             result.predictions_before = {k: v[:n] for k, v in result.predictions_before.items()}
+        result.predictions_at = {
+            k: {t: v[:n] for t, v in p.items()} for k, p in result.predictions_at.items()
+        }
         result.timing["total_ms"] = (time.perf_counter() - t_start) * 1e3
         return result
 
@@ -441,7 +499,7 @@ class Adapter:
             timing["episode_ms"] = timing["predict_ms"]
         else:
             t0 = time.perf_counter()
-            cut = s.backbone(x)
+            cut, _ = self._backbone(x, self.theta)
             timing["backbone_ms"] = (time.perf_counter() - t0) * 1e3
             if predict_before:
                 t0 = time.perf_counter()
@@ -465,34 +523,48 @@ class Adapter:
         noises: NoiseStream | list[np.ndarray],
         guards: dict[str, int],
         predict_before: bool,
+        predict_at: tuple[int, ...] = (),
     ) -> AdaptResult:
-        s, opt = self.session, self.optimizer
+        s, opt, pol = self.session, self.optimizer, self.policy
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        cut = s.backbone(x)
+        cut, alpha = self._backbone(x, self.theta)
         timing["backbone_ms"] = (time.perf_counter() - t0) * 1e3
+        start_theta = {k: v.copy() for k, v in self.theta.items()}
+        start_opt = opt.state_dict()
         before = None
         if predict_before:
             t0 = time.perf_counter()
             before = s.predict(cut, self._source)
             timing["predict_before_ms"] = (time.perf_counter() - t0) * 1e3
+        at: dict[int, dict[str, np.ndarray]] = {}
+        start_preds = None
+        if pol.safety == "agreement" or 0 in predict_at:
+            start_preds = s.predict(cut, self.theta)
+            if 0 in predict_at:
+                at[0] = start_preds
+        held_out: tuple[np.ndarray, float] | None = None  # (first mask draw, its loss)
         trace: list[float] = []
         task_trace: list[dict[str, float]] = []
         first: float | None = None
         step_ms = 0.0
-        if getattr(s.backend, "supports_run_steps", False):
+        if getattr(s.backend, "supports_run_steps", False) and pol.safety != "holdout":
             # Device-resident fast path (TensorRT): θ, gradients and optimiser state stay on the
             # GPU for all K steps; only the loss scalars come back for the guards.
             t0 = time.perf_counter()
             self._run_steps_on_device(cut, noises, guards, trace, task_trace)
             step_ms = (time.perf_counter() - t0) * 1e3
             noises = []
-        for noise in noises:
+        for i, noise in enumerate(noises, 1):
+            if (i - 1) in predict_at and (i - 1) not in at:
+                at[i - 1] = s.predict(cut, self.theta)
             t0 = time.perf_counter()
             res = s.step(cut, self.theta, noise)
             step_ms += (time.perf_counter() - t0) * 1e3
             trace.append(res.loss)
             task_trace.append(res.task_losses)
+            if held_out is None and _finite(res.loss):
+                held_out = (noise, res.loss)
             if not _finite(res.loss):
                 guards["nonfinite_loss"] += 1
                 continue
@@ -523,6 +595,8 @@ class Adapter:
                 opt.load_state_dict(saved_opt)
             step_ms += (time.perf_counter() - t0) * 1e3
         k = max(self.config.steps, 1)
+        if self.config.steps in predict_at:
+            at[self.config.steps] = s.predict(cut, self.theta)
         timing["steps_ms"] = step_ms
         timing["step_ms"] = step_ms / k
         if self.config.max_drift is not None and self.drift() > self.config.max_drift:
@@ -537,6 +611,22 @@ class Adapter:
         t0 = time.perf_counter()
         preds = s.predict(cut, self.theta)
         timing["predict_ms"] = (time.perf_counter() - t0) * 1e3
+        change = None
+        rollback = False
+        if pol.safety == "agreement" and start_preds is not None:
+            change = prediction_change(start_preds, preds, self._kinds)
+            rollback = change > pol.max_change
+        elif pol.safety == "holdout" and held_out is not None:
+            t1 = time.perf_counter()
+            after = s.step(cut, self.theta, held_out[0]).loss
+            timing["safety_ms"] = (time.perf_counter() - t1) * 1e3
+            rollback = not (_finite(after) and after < held_out[1])
+        if rollback:
+            # the steps of this batch did not pass the safety rule: keep the batch's start
+            guards["safety_rollback"] += 1
+            self.theta = start_theta
+            opt.load_state_dict(start_opt)
+            preds = start_preds if start_preds is not None else s.predict(cut, self.theta)
         timing["episode_ms"] = timing["backbone_ms"] + step_ms + timing["predict_ms"]
         return AdaptResult(
             predictions=preds,
@@ -545,6 +635,9 @@ class Adapter:
             guards=guards,
             timing=timing,
             predictions_before=before,
+            predictions_at=at,
+            bn_mix=alpha,
+            change=change,
         )
 
     def _run_steps_on_device(
@@ -619,4 +712,6 @@ class Adapter:
         }
         if not self.protocol:  # which BatchNorm statistics the graphs use (steps and predictions)
             out["bn_stats"] = self.session.artifact.manifest.get("bn_stats")
+            out["objective"] = self.session.artifact.manifest.get("objective", "s4t")
+            out["policy"] = self.policy.to_dict()
         return out

@@ -153,6 +153,8 @@ class Artifact:
     graphs: dict[str, GraphSpec]
     tasks: tuple[TaskSpec, ...]
     s4t: dict[str, Any] = field(default_factory=dict)
+    # per-batch backbone inputs besides the image (``bn_mix``); empty for older artifacts
+    controls: tuple[TensorSpec, ...] = ()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -239,6 +241,7 @@ class Artifact:
             graphs=graphs,
             tasks=tuple(TaskSpec.from_dict(t) for t in manifest["tasks"]),
             s4t=dict(manifest.get("s4t") or {}),
+            controls=tuple(TensorSpec.from_dict(t) for t in manifest.get("controls") or ()),
         )
 
     # ------------------------------------------------------------------ derived

@@ -205,6 +205,10 @@ def _check_io(
         raise _fail(f"{field}.outputs", "the backbone produces no cut tensor")
 
 
+#: Control inputs a manifest may declare: the BatchNorm statistics mix α (models.norm).
+CONTROLS = ("bn_mix",)
+
+
 def validate_manifest(manifest: Any) -> None:
     """Raise one `ArtifactError` line naming the first field that breaks the contract."""
     m = _dict(manifest, "(top level)")
@@ -281,11 +285,20 @@ def validate_manifest(manifest: Any) -> None:
     if "numel" in theta and _int(theta["numel"], "theta.numel", 0, 1 << 62) != total:
         raise _fail("theta.numel", f"{theta['numel']} but the tensors hold {total}")
 
+    # per-batch control inputs of the backbone (each crosses the cut as cut/NAME, shape [1])
+    controls: dict[str, tuple[int, ...]] = {}
+    for i, t in enumerate(_list(m.get("controls", []), "controls")):
+        name, shape = _tensor(t, f"controls[{i}]", ("float32",))
+        if name not in CONTROLS or shape != (1,) or name in controls:
+            raise _fail(f"controls[{i}]", f"unknown or repeated control {name!r} {list(shape)}")
+        controls[name] = shape
+
     # cut tensors lead with the batch
     cut_shapes: dict[str, tuple[int, ...]] = {}
     for i, t in enumerate(_list(m["cut"], "cut")):
         name, shape = _tensor(t, f"cut[{i}]", ("float32", "float16"))
-        if shape[0] != n:
+        # a tensor computed from the controls alone (e.g. (1 - α)·running mean) has no batch axis
+        if shape[0] != n and not (controls and shape[0] == 1):
             raise _fail(f"cut[{i}].shape", f"{list(shape)} does not lead with the batch {n}")
         if name in cut_shapes:
             raise _fail("cut", f"cut tensor {name!r} is listed twice")
@@ -322,7 +335,8 @@ def validate_manifest(manifest: Any) -> None:
     if len(set(graph_files)) != len(graph_files) or theta_file in graph_files:
         raise _fail("graphs", "two entries name the same file")
 
-    _check_io("backbone", graphs["backbone"], {in_name: in_shape}, {in_name: in_shape}, {}, False)
+    bb_in = {in_name: in_shape, **controls}
+    _check_io("backbone", graphs["backbone"], bb_in, bb_in, {}, False)
     bb_out = {
         _str(_dict(t, "graphs.backbone.outputs[]").get("name"), "graphs.backbone.outputs[].name")
         for t in graphs["backbone"]["outputs"]
@@ -368,3 +382,14 @@ def validate_manifest(manifest: Any) -> None:
         _str(m["source_run"], "source_run")
     if m.get("scope") is not None:
         _str(m["scope"], "scope")
+    if m.get("policy") is not None:
+        from s4t_edge.runtime.policy import AdaptPolicy
+
+        try:
+            AdaptPolicy.from_dict(m["policy"])
+        except (ConfigError, TypeError) as e:
+            raise _fail("policy", str(e)) from None
+    from s4t_edge.runtime.policy import OBJECTIVES
+
+    if m.get("objective", "s4t") not in OBJECTIVES:
+        raise _fail("objective", f"{m['objective']!r} is not 's4t' or 'entropy'")

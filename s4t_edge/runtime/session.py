@@ -111,9 +111,15 @@ class Session(ArtifactViews):
         return self._backend is None
 
     # ------------------------------------------------------------------ the three calls
-    def backbone(self, image: np.ndarray) -> Cut:
-        """Frozen part for one batch of preprocessed images (float32 NCHW, the static shape)."""
-        return self.backend.backbone(self.check_image(image))
+    def backbone(self, image: np.ndarray, bn_mix: float = 1.0) -> Cut:
+        """Frozen part for one batch of preprocessed images (float32 NCHW, the static shape).
+
+        `bn_mix`: BatchNorm statistics mix of a ``--bn-stats mix`` artifact (0 running, 1 batch).
+        """
+        x = self.check_image(image)
+        if not self.artifact.controls:  # older artifacts; keeps backends with backbone(image)
+            return self.backend.backbone(x)
+        return self.backend.backbone(x, bn_mix)
 
     def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
         """S4T loss and ∂loss/∂θ at `theta` (one step's worth of work; θ is not changed)."""

@@ -187,3 +187,39 @@ def test_time_loss(
     if total is None:
         raise ConfigError("the main and joint outputs share no task; check the model's task names")
     return total, per_task
+
+
+
+
+def entropy_loss(main: Mapping[str, Tensor], kinds: Mapping[str, str] | None = None) -> Tensor:
+    """Mean per-pixel Shannon entropy of the segmentation softmax (tent, Wang et al. 2021).
+
+    Raises:
+        ConfigError: the model has no segmentation task.
+    """
+    kinds = _kinds_for(list(main), kinds)
+    seg = [n for n, k in kinds.items() if k == "semseg"]
+    if not seg:
+        raise ConfigError("--objective entropy needs a semseg task; the model has none")
+    logp = torch.log_softmax(main[seg[0]], dim=1)
+    return -(logp.exp() * logp).sum(dim=1).mean()
+
+
+def test_time_objective(
+    name: str,
+    main: Mapping[str, Tensor],
+    joint: Mapping[str, Tensor],
+    cfg: S4TConfig,
+    kinds: Mapping[str, str] | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The label-free loss the test-time step minimises: ``"s4t"`` (`test_time_loss`) or
+    ``"entropy"`` (`entropy_loss` on the segmentation head, reported as the semseg part; every
+    other task's part is 0, so the step graph's outputs keep one layout for both objectives)."""
+    if name == "s4t":
+        return test_time_loss(main, joint, cfg, kinds)
+    if name != "entropy":
+        raise ConfigError(f"unknown objective {name!r}; choose 's4t' or 'entropy'")
+    total = entropy_loss(main, kinds)
+    kinds = _kinds_for(list(main), kinds)
+    parts = {n: (total if k == "semseg" else torch.zeros(())) for n, k in kinds.items()}
+    return total, parts

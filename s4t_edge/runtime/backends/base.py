@@ -62,8 +62,12 @@ class Backend(ABC):
         self.options = options
 
     @abstractmethod
-    def backbone(self, image: np.ndarray) -> Cut:
-        """Run the frozen part once for a batch of preprocessed images (float32 NCHW)."""
+    def backbone(self, image: np.ndarray, bn_mix: float = 1.0) -> Cut:
+        """Run the frozen part once for a batch of preprocessed images (float32 NCHW).
+
+        `bn_mix` is the BatchNorm statistics mix α of an artifact exported with ``--bn-stats
+        mix`` (0: running statistics, 1: the batch's); other artifacts ignore it.
+        """
 
     @abstractmethod
     def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
@@ -80,3 +84,19 @@ class Backend(ABC):
     def close(self) -> None:
         """Release device resources; the default has none."""
         return None
+
+
+def control_feeds(artifact: Any, bn_mix: float) -> dict[str, np.ndarray]:
+    """Values of the artifact's control inputs for one backbone call (none for older artifacts).
+
+    Raises:
+        BackendError: α outside [0, 1] or not finite.
+    """
+    if not artifact.controls:
+        return {}
+    a = float(bn_mix)
+    if not 0.0 <= a <= 1.0:  # also refuses NaN
+        from s4t_edge.errors import BackendError
+
+        raise BackendError(f"bn_mix must be between 0 and 1, got {bn_mix!r}")
+    return {c.name: np.full(c.shape, a, np.float32) for c in artifact.controls}

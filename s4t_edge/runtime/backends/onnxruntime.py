@@ -15,7 +15,7 @@ import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError
 from s4t_edge.runtime.artifact import GRAPH_NAMES, Artifact
-from s4t_edge.runtime.backends.base import Backend, Cut, StepResult
+from s4t_edge.runtime.backends.base import Backend, Cut, StepResult, control_feeds
 
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
@@ -209,8 +209,9 @@ class OnnxRuntimeBackend(Backend):
             return list(binding.get_outputs())
         return list(binding.copy_outputs_to_cpu())
 
-    def backbone(self, image: np.ndarray) -> Cut:
+    def backbone(self, image: np.ndarray, bn_mix: float = 1.0) -> Cut:
         feeds = {self.artifact.input.name: image}
+        feeds.update(control_feeds(self.artifact, bn_mix))
         if self.io_binding:
             outs = self._run_bound("backbone", feeds, self._cut_names, keep_on_device=True)
         else:

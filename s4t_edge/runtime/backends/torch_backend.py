@@ -102,7 +102,12 @@ class TorchBackend(Backend):
         theta = artifact.load_theta()
         self._adopt_theta(model, theta, stages)
         part = build_partition(
-            model, str(m.get("scope")), artifact.batch, str(m.get("bn_stats", "batch")), s4t_cfg
+            model,
+            str(m.get("scope")),
+            artifact.batch,
+            str(m.get("bn_stats", "batch")),
+            s4t_cfg,
+            objective=str(m.get("objective", "s4t")),
         )
         if list(part.theta_names) != list(artifact.theta_names):
             raise BackendError(
@@ -140,9 +145,9 @@ class TorchBackend(Backend):
     def _t(self, a: np.ndarray) -> Any:
         return self._torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)
 
-    def backbone(self, image: np.ndarray) -> Cut:
+    def backbone(self, image: np.ndarray, bn_mix: float = 1.0) -> Cut:
         with self._torch.no_grad():
-            cut = self.part.backbone(self._t(image))
+            cut = self.part.backbone(self._t(image), bn_mix)
         return Cut(dict(cut), batch=int(image.shape[0]))
 
     def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:

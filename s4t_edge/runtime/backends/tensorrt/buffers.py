@@ -235,7 +235,7 @@ def plan_buffers(
     if optimizer is not None:
         loss_specs.append(_Spec(GRAD_SQ_NAME, (), "float32"))
     arenas = [
-        ArenaPlan.from_specs("image", [artifact.input], alignment),
+        ArenaPlan.from_specs("image", [artifact.input, *artifact.controls], alignment),
         ArenaPlan.from_specs("noise", [artifact.mask_noise], alignment),
         ArenaPlan.from_specs("cut", artifact.cut, alignment),
         ArenaPlan.from_specs("theta", theta, alignment),

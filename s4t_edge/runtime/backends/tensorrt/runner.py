@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError, ConfigError
-from s4t_edge.runtime.backends.base import Backend, Cut, StepResult
+from s4t_edge.runtime.backends.base import Backend, Cut, StepResult, control_feeds
 from s4t_edge.runtime.backends.tensorrt.buffers import (
     GRAD_SQ_NAME,
     HYPER_NAME,
@@ -558,13 +558,17 @@ class TensorRTBackend(Backend):
         return loss, tasks
 
     # ------------------------------------------------------------------------------ Backend API
-    def backbone(self, image: np.ndarray) -> Cut:
+    def backbone(self, image: np.ndarray, bn_mix: float = 1.0) -> Cut:
         self._check_open()
         spec = self.artifact.input
         np.copyto(self._image.views[spec.name], self._check_array("image batch", image, spec))
+        controls = control_feeds(self.artifact, bn_mix)
+        for name, value in controls.items():
+            np.copyto(self._image.views[name], value)
         self._image.upload(self.stream)
         arena = self._new_cut_arena()
         addr = {spec.name: self._image.addr(spec.name)}
+        addr.update({name: self._image.addr(name) for name in controls})
         for slot in self._cut_plan.slots:
             addr[slot.name] = arena.ptr + slot.offset
         eng = self.engines["backbone"]
