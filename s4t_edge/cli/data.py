@@ -258,3 +258,22 @@ def preview_command(path: str, out: str, n: int, scale: int) -> None:
     ds = load_dataset(path)
     save_montage(out, ds, n=max(1, n), scale=max(1, scale))
     click.echo(f"wrote {min(n, len(ds))} rows to {out}")
+
+
+@command.command("domains")
+@click.option(
+    "--kind",
+    type=click.Choice(["photometric", "content"]),
+    default=None,
+    help="Only domains of this kind.",
+)
+def domains_command(kind: str | None) -> None:
+    """List the synthetic domains, one a line: name, kind, what changes.
+
+    photometric domains render the source's scenes with other pixels (same labels for a seed);
+    content domains render other scenes -- another camera, rooms or objects -- like a second
+    dataset.
+    """
+    for name, dom in DOMAINS.items():
+        if kind is None or dom.kind == kind:
+            click.echo(f"{name:<9} {dom.kind:<12} {dom.description}")

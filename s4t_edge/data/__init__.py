@@ -12,13 +12,14 @@ from s4t_edge.data.dataset import TASK_KEYS, Dataset, load_dataset, save_dataset
 from s4t_edge.data.preprocess import preprocess
 from s4t_edge.data.protocols import PROTOCOLS, Protocol, get_protocol
 from s4t_edge.data.scenes import CLASS_NAMES, GENERATOR_VERSION, NUM_CLASSES
-from s4t_edge.data.shifts import DOMAINS, Domain, get_domain, synth
+from s4t_edge.data.shifts import DOMAINS, Domain, domains_of_kind, get_domain, synth
 from s4t_edge.data.source import StreamSource
 from s4t_edge.data.spec import open_data, parse_spec
 
 __all__ = [
     "CLASS_NAMES",
     "DOMAINS",
+    "domains_of_kind",
     "GENERATOR_VERSION",
     "NUM_CLASSES",
     "PROTOCOLS",

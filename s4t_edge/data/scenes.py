@@ -22,6 +22,7 @@ operations only (no BLAS reductions whose summation order could depend on the ch
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,6 +60,44 @@ _GEOMETRY, _APPEARANCE = 0, 1  # stream ids of the per-image SeedSequence; 2+ be
 _EPS = 1e-4
 
 
+@dataclass(frozen=True)
+class SceneFamily:
+    """The ranges the geometry sampler draws from; a content domain is another family.
+
+    The draws happen in the same order whatever the ranges, so for one (seed, index) two families
+    differ only where their ranges do.
+    """
+
+    room_half: tuple[float, float] = (2.0, 3.5)  # half-extent of the floor, x and z (m)
+    ceiling: tuple[float, float] = (2.4, 3.2)  # room height (m)
+    cam_height: tuple[float, float] = (1.0, 1.7)
+    cam_back: tuple[float, float] = (0.25, 0.9)  # distance of the camera from its wall (m)
+    pitch: tuple[float, float] = (-0.45, -0.1)  # radians, negative looks down
+    fov_deg: tuple[float, float] = (55.0, 75.0)
+    place_dist: tuple[float, float] = (1.0, 4.2)  # distance of objects from the camera (m)
+    counts: tuple[int, int, int, int] = (
+        3,
+        3,
+        3,
+        2,
+    )  # exclusive maxima: spheres, cyl., boxes, tables
+    size_scale: float = 1.0  # objects' sizes (and cylinder heights) scaled by this
+
+
+#: Geometry families by name: ``source`` is the training distribution.
+SCENE_FAMILIES: dict[str, SceneFamily] = {
+    "source": SceneFamily(),
+    # a robot's camera: low, looking level, wide angle
+    "lowcam": SceneFamily(cam_height=(0.35, 0.6), pitch=(-0.1, 0.05), fov_deg=(90.0, 110.0)),
+    # halls: big rooms with high ceilings
+    "hall": SceneFamily(
+        room_half=(4.0, 6.0), ceiling=(3.2, 4.0), cam_back=(0.5, 2.0), place_dist=(1.5, 6.0)
+    ),
+    # furniture: no spheres, more and larger boxes, cylinders and tables
+    "objects": SceneFamily(counts=(1, 3, 3, 2), size_scale=1.4),
+}
+
+
 def image_rng(seed: int, index: int, stream: int) -> np.random.Generator:
     """The random stream `stream` of image `index` -- the single source of per-image randomness."""
     return np.random.default_rng(np.random.SeedSequence([seed, index, stream]))
@@ -72,11 +111,12 @@ def _place(
     yaw: float,
     half_fov: float,
     room: np.ndarray,
+    dist_range: tuple[float, float] = (1.0, 4.2),
 ) -> tuple[float, float] | None:
     """A floor position in front of the camera, inside the room, clear of other objects."""
     wx, _, wz = room
     for _ in range(30):
-        dist = rng.uniform(1.0, 4.2)
+        dist = rng.uniform(*dist_range)
         ang = yaw + rng.uniform(-0.9, 0.9) * half_fov
         x = cam[0] + dist * math.sin(ang)
         z = cam[2] + dist * math.cos(ang)
@@ -91,18 +131,26 @@ def _place(
     return None
 
 
-def sample_geometry(rng: np.random.Generator) -> dict[str, np.ndarray]:
+def sample_geometry(
+    rng: np.random.Generator, fam: SceneFamily = SCENE_FAMILIES["source"]
+) -> dict[str, np.ndarray]:
     """Room, camera, light and object slots of one scene (fixed-size arrays; unused slots inactive).
 
     Inactive slots get zero size and sit 100 m below the floor, so no ray can ever reach them.
     """
-    room = np.array([rng.uniform(2.0, 3.5), rng.uniform(2.4, 3.2), rng.uniform(2.0, 3.5)])
+    room = np.array(
+        [rng.uniform(*fam.room_half), rng.uniform(*fam.ceiling), rng.uniform(*fam.room_half)]
+    )
     wx, hy, wz = room
     cam = np.array(
-        [rng.uniform(-0.6, 0.6) * wx, rng.uniform(1.0, 1.7), -wz + rng.uniform(0.25, 0.9)]
+        [
+            rng.uniform(-0.6, 0.6) * wx,
+            rng.uniform(*fam.cam_height),
+            -wz + rng.uniform(*fam.cam_back),
+        ]
     )
-    yaw, pitch, roll = rng.uniform(-0.5, 0.5), rng.uniform(-0.45, -0.1), rng.uniform(-0.06, 0.06)
-    half_fov = math.radians(rng.uniform(55.0, 75.0)) / 2
+    yaw, pitch, roll = rng.uniform(-0.5, 0.5), rng.uniform(*fam.pitch), rng.uniform(-0.06, 0.06)
+    half_fov = math.radians(rng.uniform(*fam.fov_deg)) / 2
     fwd = np.array(
         [math.sin(yaw) * math.cos(pitch), math.sin(pitch), math.cos(yaw) * math.cos(pitch)]
     )
@@ -122,16 +170,15 @@ def sample_geometry(rng: np.random.Generator) -> dict[str, np.ndarray]:
     yaw_obj = np.zeros(N_SLOTS)
     counts = np.zeros(4, int)  # spheres, cylinders, boxes, tables
     while counts.sum() < 2:
-        counts = np.array(
-            [rng.integers(0, 3), rng.integers(0, 3), rng.integers(0, 3), rng.integers(0, 2)]
-        )
+        counts = np.array([rng.integers(0, k) for k in fam.counts])
     placed: list[tuple[float, float, float]] = []
-    spot = lambda fp: _place(rng, fp, placed, cam, yaw, half_fov, room)  # noqa: E731
+    spot = lambda fp: _place(rng, fp, placed, cam, yaw, half_fov, room, fam.place_dist)  # noqa: E731
+    sc = fam.size_scale
 
     if counts[3]:  # table: a thin top on four legs, placed first because it is the largest
         tx, tz, height, t_yaw = (
-            rng.uniform(0.35, 0.7),
-            rng.uniform(0.3, 0.55),
+            rng.uniform(0.35, 0.7) * sc,
+            rng.uniform(0.3, 0.55) * sc,
             rng.uniform(0.6, 0.85),
             rng.uniform(0, math.pi),
         )
@@ -153,9 +200,9 @@ def sample_geometry(rng: np.random.Generator) -> dict[str, np.ndarray]:
             yaw_obj[_TABLE0 : _TABLE0 + 5] = t_yaw
     for j in range(counts[2]):
         hx, hyb, hz, b_yaw = (
-            rng.uniform(0.15, 0.45),
-            rng.uniform(0.15, 0.6),
-            rng.uniform(0.15, 0.45),
+            rng.uniform(0.15, 0.45) * sc,
+            rng.uniform(0.15, 0.6) * sc,
+            rng.uniform(0.15, 0.45) * sc,
             rng.uniform(0, math.pi),
         )
         pos = spot(math.hypot(hx, hz))
@@ -166,7 +213,11 @@ def sample_geometry(rng: np.random.Generator) -> dict[str, np.ndarray]:
                 b_yaw,
             )
     for j in range(counts[1]):
-        r, h, c_yaw = rng.uniform(0.12, 0.35), rng.uniform(0.4, 1.5), rng.uniform(0, 2 * math.pi)
+        r, h, c_yaw = (
+            rng.uniform(0.12, 0.35) * sc,
+            rng.uniform(0.4, 1.5) * sc,
+            rng.uniform(0, 2 * math.pi),
+        )
         pos = spot(r)
         if pos is not None:
             center[_CYL0 + j], size[_CYL0 + j], yaw_obj[_CYL0 + j] = (
@@ -199,11 +250,17 @@ def sample_geometry(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def sample_scenes(seed: int, indices: np.ndarray, family: str) -> dict[str, np.ndarray]:
-    """Geometry and appearance of the images `indices`, stacked along a leading batch axis (float32)."""
+def sample_scenes(
+    seed: int, indices: np.ndarray, family: str, scene: str = "source"
+) -> dict[str, np.ndarray]:
+    """Geometry and appearance of the images `indices`, stacked along a leading batch axis (float32).
+
+    `family` is the appearance family (textures), `scene` the geometry family (`SCENE_FAMILIES`).
+    """
+    fam = SCENE_FAMILIES[scene]
     scenes = []
     for i in indices:
-        geo = sample_geometry(image_rng(seed, int(i), _GEOMETRY))
+        geo = sample_geometry(image_rng(seed, int(i), _GEOMETRY), fam)
         geo.update(sample_appearance(image_rng(seed, int(i), _APPEARANCE), _SLOT_CLASS, family))
         scenes.append(geo)
     out = {}
@@ -309,7 +366,11 @@ def _edges(surface: np.ndarray, depth: np.ndarray) -> np.ndarray:
 
 
 def render_scenes(
-    seed: int, indices: np.ndarray, size: int | tuple[int, int], family: str = "source"
+    seed: int,
+    indices: np.ndarray,
+    size: int | tuple[int, int],
+    family: str = "source",
+    scene: str = "source",
 ) -> dict[str, np.ndarray]:
     """Render the images `indices` of the scene stream `seed` at `size` (side, or (H, W)).
 
@@ -321,7 +382,7 @@ def render_scenes(
         ``semseg`` uint8, ``depth`` float32 (planar, metres), ``distance`` float32 (along the ray,
         metres -- what haze attenuates), ``normals`` float32 (B, S, S, 3) camera frame, ``edge`` uint8.
     """
-    sc = sample_scenes(seed, np.asarray(indices), family)
+    sc = sample_scenes(seed, np.asarray(indices), family, scene)
     bsz = len(indices)
     f32 = np.float32
     # Pixel centres on the image plane at z = 1 (unnormalised directions keep t == planar depth).

@@ -45,12 +45,19 @@ class Domain:
     effect: Effect | None = field(default=None, repr=False, compare=False)
     # Severity ranges of the effect, recorded in the dataset meta.
     params: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Geometry family (s4t_edge.data.scenes.SCENE_FAMILIES): another camera, rooms, objects.
+    scene: str = "source"
+    # "photometric" (same scenes, other pixels; labels equal the source's for a seed) or
+    # "content" (other scenes: what is seen changes, as between datasets)
+    kind: str = "photometric"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "family": self.family,
+            "scene": self.scene,
+            "kind": self.kind,
             "params": dict(self.params),
         }
 
@@ -172,8 +179,31 @@ DOMAINS: dict[str, Domain] = {
             "unseen materials: objects in new hues and patterns, floors with new patterns (dots, waves, mosaic, grid)",
             family="texture",
         ),
+        Domain(
+            "lowcam",
+            "another camera: 0.35-0.6 m above the floor, looking level, 90-110° field of view",
+            scene="lowcam",
+            kind="content",
+        ),
+        Domain(
+            "hall",
+            "other rooms: halls 8-12 m across with 3.2-4 m ceilings",
+            scene="hall",
+            kind="content",
+        ),
+        Domain(
+            "objects",
+            "other objects: no spheres, more and 1.4x larger boxes, cylinders and tables",
+            scene="objects",
+            kind="content",
+        ),
     )
 }
+
+
+def domains_of_kind(kind: str) -> tuple[str, ...]:
+    """Names of the registered domains of one kind ("photometric" or "content")."""
+    return tuple(n for n, d in DOMAINS.items() if d.kind == kind)
 
 
 def to_uint8(radiance: np.ndarray) -> np.ndarray:
@@ -241,7 +271,7 @@ def synth(
     edge = np.empty((n, h, w), np.uint8)
     for start in range(0, n, chunk):
         idx = np.arange(start, min(n, start + chunk))
-        out = render_scenes(seed, idx, (h, w), dom.family)
+        out = render_scenes(seed, idx, (h, w), dom.family, dom.scene)
         rad = out["radiance"]
         if dom.effect is not None:
             rngs = [image_rng(seed, int(i), _SHIFT_STREAM) for i in idx]

@@ -189,8 +189,6 @@ def test_time_loss(
     return total, per_task
 
 
-
-
 def entropy_loss(main: Mapping[str, Tensor], kinds: Mapping[str, str] | None = None) -> Tensor:
     """Mean per-pixel Shannon entropy of the segmentation softmax (tent, Wang et al. 2021).
 

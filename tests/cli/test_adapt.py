@@ -206,3 +206,38 @@ def test_unwritable_json_path_is_one_line_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and len(err.splitlines()) == 1
     assert "/proc" in err  # the output path is checked before the artifact is even opened
+
+
+def test_adapt_safety_net_rolls_back_and_reports_it(toy, tmp_path: Path, capsys) -> None:
+    art, data = toy
+    args = [
+        "adapt",
+        art,
+        "--data",
+        data,
+        "--steps",
+        "3",
+        "--lr",
+        "50",
+        "--loss-guard",
+        "0",
+        "--quiet",
+    ]
+    code, _, err = run_cli(
+        capsys,
+        *args,
+        "--safety",
+        "agreement",
+        "--max-change",
+        "0.01",
+        "--json",
+        tmp_path / "o.json",
+    )
+    assert code == 0, err
+    res = json.loads((tmp_path / "o.json").read_text())
+    assert res["guards"]["safety_rollback"] >= 1
+    assert res["settings"]["policy"]["safety"] == "agreement"
+    # rolled back: the adapted predictions are the unadapted ones
+    assert res["after"]["metrics"] == res["before"]["metrics"]
+    code, _, err = run_cli(capsys, *args, "--json", tmp_path / "p.json", "--stats-select", "a,b")
+    assert code == 2 and "--stats-select" in err and "Traceback" not in err
