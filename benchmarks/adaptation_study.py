@@ -348,7 +348,7 @@ def main() -> None:
     ap.add_argument("--split", choices=sorted(SEEDS), default="val")
     ap.add_argument("--n", type=int, default=64, help="images per shift")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/s4t-study"))
-    ap.add_argument("--only", default="", help="comma-separated configuration names")
+    ap.add_argument("--only", default="", help="configuration names separated by ;")
     ap.add_argument("--lrs", type=Path, default=None, help="JSON of chosen lrs (from --split val)")
     ap.add_argument("--tune", action="store_true", help="val: run the lr grid, write the choice")
     ap.add_argument("--tag", default="", help="suffix of the result files")
@@ -374,7 +374,7 @@ def main() -> None:
             tmpl = next(c for c in base_configs({}) if c.name == name)
             configs += [replace(tmpl, name=f"{name} @lr {lr:g}", lr=lr, steps=40) for lr in grid]
     if args.only:
-        keep = {s.strip() for s in args.only.split(",")}
+        keep = {s.strip() for s in args.only.split(";")}
         configs = [
             c
             for c in configs
