@@ -57,7 +57,10 @@ from s4t_edge.errors import ConfigError
     help="--shifts: scene seed (use one not used for training).",
 )
 @click.option(
-    "--domains", default=None, help="--shifts: comma-separated subset of shifts (default: all)."
+    "--domains",
+    default=None,
+    help="--shifts: comma-separated domains (default: the photometric ones; add "
+    "lowcam,hall,objects for the content shifts, see `s4t-edge data domains`).",
 )
 @click.option(
     "--markdown",
