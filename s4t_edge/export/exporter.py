@@ -53,14 +53,12 @@ class ExportConfig:
             raise ConfigError(
                 f"--bn-stats must be one of {', '.join(BN_STATS)}, got {self.bn_stats!r}"
             )
-        from s4t_edge.runtime.policy import OBJECTIVES
+        from s4t_edge.runtime.policy import OBJECTIVES, AdaptPolicy
 
         if self.objective not in OBJECTIVES:
             raise ConfigError(
                 f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
             )
-        from s4t_edge.runtime.policy import AdaptPolicy
-
         AdaptPolicy.from_dict(self.policy)
         if not 1 <= int(self.batch) <= 1024:
             raise ConfigError(f"--batch must be between 1 and 1024, got {self.batch}")

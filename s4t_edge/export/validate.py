@@ -41,6 +41,10 @@ class CheckReport:
 
 
 # ---------------------------------------------------------------------------- references (torch)
+# BatchNorm statistics mix of the parity references of a 'mix' export
+PARITY_BN_MIX = 0.5
+
+
 def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
     """Loss, gradients (plain autograd on the model) and predictions on real images at a perturbed θ."""
     import torch
@@ -188,8 +192,6 @@ def _global_rel(out: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float
 
 # A gradient may differ from PyTorch by this many times what one ulp of its inputs moves it by.
 _FLOOR_FACTOR = 8.0
-# BatchNorm statistics mix of the parity references of a 'mix' export
-PARITY_BN_MIX = 0.5
 
 
 def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:

@@ -386,20 +386,19 @@ class Adapter:
         if not pol.candidates:
             return s.backbone(x, pol.bn_mix), pol.bn_mix
         best: tuple[float, float, Any] | None = None
-        noise = (
-            s.mask_noise(np.random.default_rng(self.config.seed + 1))
-            if pol.score == "s4t"
-            else None
-        )
+        noise = seg = None
+        if pol.score == "s4t":
+            noise = s.mask_noise(np.random.default_rng(self.config.seed + 1))
+        else:
+            seg = next((t for t, k in self._kinds.items() if k == "semseg"), None)
+            if seg is None:
+                raise ConfigError("the entropy score needs a semseg task; use score 's4t'")
         for a in pol.candidates:
             cut = s.backbone(x, a)
-            if pol.score == "s4t":
+            if noise is not None:
                 score = s.step(cut, theta, noise).loss
             else:
-                seg = [t for t, k in self._kinds.items() if k == "semseg"]
-                if not seg:
-                    raise ConfigError("the entropy score needs a semseg task; use score 's4t'")
-                score = semseg_entropy(s.predict(cut, theta)[seg[0]])
+                score = semseg_entropy(s.predict(cut, theta)[seg])
             if not math.isfinite(score):
                 continue
             if best is None or score < best[0]:

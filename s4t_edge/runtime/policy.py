@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import ConfigError
+from s4t_edge.metrics.dense import sigmoid
 
 #: Test-time objectives an artifact's step graph can minimise (`s4t-edge export --objective`).
 OBJECTIVES = ("s4t", "entropy")
@@ -99,8 +100,7 @@ def prediction_change(
         if kind == "semseg":
             terms.append(float(np.mean(a.argmax(1) != b.argmax(1))))
         elif kind == "edge":
-            sig = lambda v: 1.0 / (1.0 + np.exp(-np.clip(v, -30, 30)))  # noqa: E731
-            terms.append(float(np.mean(np.abs(sig(a) - sig(b)))))
+            terms.append(float(np.mean(np.abs(sigmoid(a) - sigmoid(b)))))
         else:
             scale = max(float(np.mean(np.abs(b))), 1e-6)
             terms.append(min(1.0, float(np.mean(np.abs(a - b))) / scale))

@@ -17,7 +17,7 @@ import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError
 from s4t_edge.runtime.artifact import Artifact
-from s4t_edge.runtime.backends.base import Backend, Cut, StepResult
+from s4t_edge.runtime.backends.base import Backend, Cut, StepResult, control_feeds
 
 
 def import_torch() -> Any:
@@ -147,6 +147,7 @@ class TorchBackend(Backend):
 
     def backbone(self, image: np.ndarray, bn_mix: float = 1.0) -> Cut:
         with self._torch.no_grad():
+            control_feeds(self.artifact, bn_mix)  # the same range check as every backend
             cut = self.part.backbone(self._t(image), bn_mix)
         return Cut(dict(cut), batch=int(image.shape[0]))
 
