@@ -40,6 +40,15 @@ prefix, e.g. norm@backbone.layer4), 'adapters' (residual adapters; see --add-ada
     help="What the step graph minimises: the S4T consistency loss, or the entropy of the "
     "segmentation head (tent).",
 )
+@click.option(
+    "--task-weighting",
+    default="published",
+    show_default=True,
+    metavar="published|first-step",
+    help="How the step weighs the tasks: 'published' (λ·w_t^p, inside the graph) or 'first-step' "
+    "(each task's term divided by its value at the batch's first step, so every task starts at 1; "
+    "the step graph takes the weights as an input). first-step needs --objective s4t.",
+)
 @policy_options
 @click.option(
     "--add-adapters",
@@ -87,6 +96,7 @@ def command(
     batch: int,
     bn_stats: str,
     objective: str,
+    task_weighting: str,
     bn_mix: float | None,
     stats_select: str | None,
     stats_score: str | None,
@@ -141,6 +151,7 @@ def command(
         batch=batch,
         bn_stats=bn_stats,
         objective=objective,
+        task_weighting=task_weighting,
         policy=policy_from_options(None, bn_mix, stats_select, stats_score, safety, max_change),
         add_adapters=stages,
         opset=opset,

@@ -38,6 +38,9 @@ class ExportConfig:
     # input α chosen per batch on the device (0 = running, 1 = batch; see runtime.policy)
     bn_stats: str = "batch"
     objective: str = "s4t"  # what the step minimises: "s4t" (published) or "entropy" (tent)
+    # task weighting of the step: "published" (λ·w_t^p in the graph) or "first-step" (a step
+    # input task_weights [T]; the runtime sets 1/part_t at the batch's first step)
+    task_weighting: str = "published"
     # label-free rules recorded as the artifact's default (runtime.policy.AdaptPolicy fields)
     policy: Mapping[str, Any] | None = None
     add_adapters: tuple[str, ...] = ()  # backbone stages that get zero-initialised adapters
@@ -58,6 +61,18 @@ class ExportConfig:
         if self.objective not in OBJECTIVES:
             raise ConfigError(
                 f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
+            )
+        from s4t_edge.runtime.manifest_check import TASK_WEIGHTINGS
+
+        if self.task_weighting not in TASK_WEIGHTINGS:
+            raise ConfigError(
+                f"--task-weighting must be one of {', '.join(TASK_WEIGHTINGS)}, "
+                f"got {self.task_weighting!r}"
+            )
+        if self.task_weighting == "first-step" and self.objective == "entropy":
+            # tent has one term (semseg): normalising it would only rescale the learning rate
+            raise ConfigError(
+                "--task-weighting first-step needs --objective s4t (entropy has a single term)"
             )
         AdaptPolicy.from_dict(self.policy)
         if not 1 <= int(self.batch) <= 1024:
@@ -259,7 +274,14 @@ def export_model(
     say(f"tracing the test-time step (scope {cfg.scope}, batch {cfg.batch}, bn {cfg.bn_stats})")
     t = time.perf_counter()
     part = build_partition(
-        model, cfg.scope, cfg.batch, cfg.bn_stats, s4t_cfg, seed=cfg.seed, objective=cfg.objective
+        model,
+        cfg.scope,
+        cfg.batch,
+        cfg.bn_stats,
+        s4t_cfg,
+        seed=cfg.seed,
+        objective=cfg.objective,
+        task_weighting=cfg.task_weighting,
     )
     timings["trace_s"] = time.perf_counter() - t
 
@@ -291,6 +313,8 @@ def export_model(
         step_args = (
             [cut_ex[n] for n in part.step_cut] + [theta[n] for n in part.theta_names] + [noise]
         )
+        if part.task_weights:
+            step_args.append(torch.ones(len(part.task_names)))
         protos["step"] = export_graph(
             part.step_gm, step_args, ins, outs, tmp / "step.onnx", cfg.opset
         )

@@ -138,6 +138,8 @@ def build_manifest(
         "scope": cfg.scope,
         "bn_stats": cfg.bn_stats,
         "objective": cfg.objective,
+        # "first-step": the step graph takes task_weights [T] in the order of "tasks"
+        "task_weighting": cfg.task_weighting,
         "policy": AdaptPolicy.from_dict(cfg.policy).to_dict(),
         # per-batch inputs of backbone.onnx besides the image (each reaches step/predict as cut/NAME)
         "controls": [

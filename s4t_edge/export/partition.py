@@ -57,6 +57,8 @@ class TracedStep:
     kind: dict[fx.Node, str] = field(default_factory=dict)
     # placeholders: image, mask_noise, then these frozen control inputs, then θ
     controls: list[str] = field(default_factory=list)
+    # a last, live placeholder ``task_weights`` [T] (first-step weighting): a step-only input
+    task_weights: bool = False
 
 
 def trace_test_time(
@@ -66,12 +68,17 @@ def trace_test_time(
     image: torch.Tensor,
     mask_noise: torch.Tensor,
     objective: str = "s4t",
+    task_weighting: str = "published",
 ) -> TracedStep:
     """Trace loss, gradients and predictions of `model` as a function of (image, noise, θ).
 
     With BatchNorm in mode ``"mix"`` the statistics mix α is a further input, ``bn_mix`` ([1]),
     classified frozen: the backbone graph takes it and hands it to step and predict through the
     cut like any frozen tensor, so the device chooses α per batch without another graph.
+
+    With `task_weighting` ``"first-step"`` the loss is Σ_t task_weights[t]·part_t over the
+    per-task terms, task_weights ([T], task order) a last input: it depends on the batch (the
+    runtime sets it from the batch's first step), so it is live, like the noise.
     """
     from torch.func import functional_call, grad_and_value
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -93,9 +100,16 @@ def trace_test_time(
     fixed.update({k: v.detach() for k, v in model.named_buffers()})
     tasks = list(model.config.task_names) if hasattr(model.config, "task_names") else None
 
-    def loss_fn(theta, img, noise):
+    weighted = task_weighting == "first-step"
+
+    def loss_fn(theta, img, noise, weights):
         out = functional_call(model, {**fixed, **theta}, (img, noise))
         total, parts = test_time_objective(objective, out["main"], out["joint"], s4t_cfg)
+        if weights is not None:
+            terms = [weights[i] * parts[t] for i, t in enumerate(tasks or list(out["main"]))]
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
         return total, (parts, {t: v.detach() for t, v in out["main"].items()})
 
     order: dict[str, list[str]] = {}
@@ -104,8 +118,11 @@ def trace_test_time(
     def fn(img, noise, *rest):
         if controls:
             set_bn_mix(model.modules(), rest[0])
-        theta = dict(zip(names, rest[len(controls) :]))
-        grads, (loss, (parts, preds)) = grad_and_value(loss_fn, has_aux=True)(theta, img, noise)
+        theta = dict(zip(names, rest[len(controls) : len(controls) + len(names)]))
+        weights = rest[-1] if weighted else None
+        grads, (loss, (parts, preds)) = grad_and_value(loss_fn, has_aux=True)(
+            theta, img, noise, weights
+        )
         order["tasks"] = list(preds)
         return (
             loss,
@@ -116,11 +133,13 @@ def trace_test_time(
 
     theta0 = [params[n].detach().clone() for n in names]
     control0 = [torch.ones(1) for _ in controls]
+    n_tasks = len(tasks) if tasks else len(model.config.tasks)
+    weights0 = [torch.ones(n_tasks)] if weighted else []
     was_training = model.training
     model.eval()
     try:
         gm = make_fx(fn, decomposition_table=decomposition_table())(
-            image, mask_noise, *control0, *theta0
+            image, mask_noise, *control0, *theta0, *weights0
         )
     finally:
         model.train(was_training)
@@ -131,7 +150,9 @@ def trace_test_time(
     gm.graph.eliminate_dead_code()
     gm.recompile()
     task_names = tasks or order["tasks"]
-    return TracedStep(gm=gm, theta_names=names, task_names=task_names, controls=controls)
+    return TracedStep(
+        gm=gm, theta_names=names, task_names=task_names, controls=controls, task_weights=weighted
+    )
 
 
 def _refuse_mutations(gm: fx.GraphModule) -> None:
@@ -291,6 +312,8 @@ class Partition:
     live_ops: int
     # backbone inputs after the image (``bn_mix``); each also reaches step/predict via the cut
     controls: list[str] = field(default_factory=list)
+    # the step graph's last input is ``task_weights`` [T] (first-step weighting)
+    task_weights: bool = False
 
     # -- torch execution -------------------------------------------------------------------
     def backbone(self, image: torch.Tensor, bn_mix: float = 1.0) -> dict[str, torch.Tensor]:
@@ -303,8 +326,17 @@ class Partition:
         cut: Mapping[str, torch.Tensor],
         theta: Mapping[str, torch.Tensor],
         noise: torch.Tensor,
+        task_weights: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Loss, per-task terms and gradients; `task_weights` ([T]) only for first-step
+        weighting, where None weighs every task 1."""
         args = [cut[n] for n in self.step_cut] + [theta[n] for n in self.theta_names] + [noise]
+        if self.task_weights:
+            if task_weights is None:
+                task_weights = torch.ones(len(self.task_names), device=noise.device)
+            args.append(task_weights)
+        elif task_weights is not None:
+            raise ExportError("this partition weighs its tasks itself (published weighting)")
         out = self.step_gm(*args)
         t = len(self.task_names)
         loss = out[0]
@@ -335,6 +367,8 @@ class Partition:
     # -- names for the ONNX graphs ---------------------------------------------------------
     def step_io(self) -> tuple[list[str], list[str]]:
         ins = list(self.step_cut) + list(self.theta_names) + ["mask_noise"]
+        if self.task_weights:
+            ins.append("task_weights")
         outs = ["loss"] + [f"loss/{t}" for t in self.task_names]
         outs += [f"grad/{n}" for n in self.theta_names]
         return ins, outs
@@ -358,7 +392,10 @@ def partition_traced(traced: TracedStep) -> Partition:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     n_ctl = len(traced.controls)
     image_ph, noise_ph = placeholders[0], placeholders[1]
-    control_ph, theta_ph = placeholders[2 : 2 + n_ctl], placeholders[2 + n_ctl :]
+    control_ph = placeholders[2 : 2 + n_ctl]
+    theta_ph = placeholders[2 + n_ctl : 2 + n_ctl + n_theta]
+    # live like the noise, so it never reaches the backbone or the cut; predict does not use it
+    weights_in = [("task_weights", placeholders[-1])] if traced.task_weights else []
 
     step_cut = _cut_for(step_outs, kind, topo)
     pred_cut = _cut_for(pred_outs, kind, topo)
@@ -374,7 +411,9 @@ def partition_traced(traced: TracedStep) -> Partition:
     )
     theta_in = [(traced.theta_names[i], p) for i, p in enumerate(theta_ph)]
     step = _subgraph(
-        gm, [(names[n], n) for n in step_cut] + theta_in + [("mask_noise", noise_ph)], step_outs
+        gm,
+        [(names[n], n) for n in step_cut] + theta_in + [("mask_noise", noise_ph)] + weights_in,
+        step_outs,
     )
     pred_needed = _needed(pred_outs, set(pred_cut))
     pred_theta = [(nm, p) for nm, p in theta_in if p in pred_needed]
@@ -396,6 +435,7 @@ def partition_traced(traced: TracedStep) -> Partition:
         frozen_ops=sum(1 for n, k in kind.items() if k == FROZEN and n.op == "call_function"),
         live_ops=sum(1 for n, k in kind.items() if k == LIVE and n.op == "call_function"),
         controls=list(traced.controls),
+        task_weights=traced.task_weights,
     )
 
 
@@ -407,6 +447,7 @@ def build_partition(
     s4t_cfg=None,
     seed: int = 0,
     objective: str = "s4t",
+    task_weighting: str = "published",
 ) -> Partition:
     """Trace and partition `model` for a scope at a static batch size (contract: docs/contracts.md)."""
     from s4t_edge.export.scopes import select_theta
@@ -421,7 +462,7 @@ def build_partition(
     gen = torch.Generator().manual_seed(seed)
     image = torch.randn(batch, 3, h, w, generator=gen)
     noise = torch.rand(*model.mask_noise_shape(batch), generator=gen)
-    traced = trace_test_time(model, theta_names, s4t_cfg, image, noise, objective)
+    traced = trace_test_time(model, theta_names, s4t_cfg, image, noise, objective, task_weighting)
     part = partition_traced(traced)
     params = dict(model.named_parameters())
     part.source = {n: params[n].detach().clone() for n in theta_names}

@@ -43,6 +43,13 @@ class CheckReport:
 # ---------------------------------------------------------------------------- references (torch)
 # BatchNorm statistics mix of the parity references of a 'mix' export
 PARITY_BN_MIX = 0.5
+# task weights of the parity references of a first-step export (cycled to T): unequal, so a graph
+# that ignored or permuted its task_weights input would fail
+PARITY_TASK_WEIGHTS = (0.5, 2.0, 1.0, 3.0)
+
+
+def parity_task_weights(n_tasks: int) -> np.ndarray:
+    return np.array([PARITY_TASK_WEIGHTS[i % 4] for i in range(n_tasks)], np.float32)
 
 
 def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
@@ -60,10 +67,18 @@ def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
 
     # Half batch, half running statistics: both sources of a 'mix' export must be right.
     mix = PARITY_BN_MIX if part.controls else None
+    weights = parity_task_weights(len(part.task_names)) if part.task_weights else None
     set_bn_mix(model.modules(), mix)
     try:
         out, loss, parts, grads = _autograd(
-            model, theta, torch.from_numpy(x), noise, part.theta_names, s4t_cfg, cfg.objective
+            model,
+            theta,
+            torch.from_numpy(x),
+            noise,
+            part.theta_names,
+            s4t_cfg,
+            cfg.objective,
+            None if weights is None else dict(zip(part.task_names, weights.tolist())),
         )
     finally:
         set_bn_mix(model.modules(), None)
@@ -76,6 +91,8 @@ def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
     }
     if mix is not None:
         ref["bn_mix"] = np.full((1,), mix, np.float32)
+    if weights is not None:
+        ref["task_weights"] = weights
     # PyTorch's cut tensors let each graph be checked on exactly the inputs PyTorch saw: fp32
     # differences of a deep backbone (~1e-5) are otherwise amplified by the gradient of a deep
     # random network (by ~1e3 on the paper preset's layer4 norms), hiding what the step does.
@@ -91,7 +108,8 @@ def reference_outputs(model, part, cfg, s4t_cfg) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v) for k, v in ref.items()}
 
 
-def _autograd(model, theta, x, noise, names, s4t_cfg, objective="s4t"):
+def _autograd(model, theta, x, noise, names, s4t_cfg, objective="s4t", task_weights=None):
+    """Plain autograd of the test-time loss; with `task_weights` ({task: w}) Σ_t w_t·part_t."""
     import torch
     from torch.func import functional_call
 
@@ -102,6 +120,8 @@ def _autograd(model, theta, x, noise, names, s4t_cfg, objective="s4t"):
     params.update(theta)
     out = functional_call(model, params, (x, noise))
     loss, parts = test_time_objective(objective, out["main"], out["joint"], s4t_cfg)
+    if task_weights is not None:
+        loss = sum(w * parts[t] for t, w in task_weights.items())
     grads = torch.autograd.grad(loss, [theta[n] for n in names], allow_unused=True)
     grads = [torch.zeros_like(theta[n]) if g is None else g for n, g in zip(names, grads)]
     return out, loss, parts, grads
@@ -138,11 +158,13 @@ def _run(sess, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
 
-def _feeds(sess, cut, theta, noise) -> dict[str, np.ndarray]:
+def _feeds(sess, cut, theta, noise, weights=None) -> dict[str, np.ndarray]:
     feeds = {}
     for i in sess.get_inputs():
         if i.name == "mask_noise":
             feeds[i.name] = noise
+        elif i.name == "task_weights":
+            feeds[i.name] = weights
         elif i.name in cut:
             feeds[i.name] = cut[i.name]
         else:
@@ -151,7 +173,14 @@ def _feeds(sess, cut, theta, noise) -> dict[str, np.ndarray]:
 
 
 def _sensitivity(
-    sess, cut: dict[str, np.ndarray], theta, noise, scale: str, size: float, draws: int
+    sess,
+    cut: dict[str, np.ndarray],
+    theta,
+    noise,
+    scale: str,
+    size: float,
+    draws: int,
+    weights: np.ndarray | None = None,
 ) -> tuple[dict[str, float], float]:
     """How far step.onnx's gradients move when its cut inputs move by `size`.
 
@@ -162,7 +191,7 @@ def _sensitivity(
     here that one ulp moves a gradient by percent: no fp32 graph can then match PyTorch to 1e-4,
     and the check holds each gradient to what fp32 allows instead of failing every export.
     """
-    base = _run(sess, _feeds(sess, cut, theta, noise))
+    base = _run(sess, _feeds(sess, cut, theta, noise, weights))
     rng = np.random.default_rng(0)
     per: dict[str, float] = {k: 0.0 for k in base if k.startswith("grad/")}
     worst = 0.0
@@ -175,7 +204,7 @@ def _sensitivity(
                 amp = size * float(np.max(np.abs(v))) if v.size else 0.0
                 moved[k] = v + amp * rng.uniform(-1, 1, v.shape)
             moved[k] = moved[k].astype(np.float32)
-        out = _run(sess, _feeds(sess, moved, theta, noise))
+        out = _run(sess, _feeds(sess, moved, theta, noise, weights))
         for k in per:
             per[k] = max(per[k], _rel(out[k], base[k]))
         worst = max(worst, _global_rel(out, base))
@@ -207,6 +236,7 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
     graphs = manifest["graphs"]
     theta = {t["name"]: ref[f"theta/{t['name']}"] for t in manifest["theta"]["tensors"]}
     noise = ref["mask_noise"]
+    weights = ref.get("task_weights")  # first-step exports: checked at unequal weights
     torch_cut = {c["name"]: ref[c["name"]] for c in manifest["cut"]}
 
     def fail(graph: str, name: str, err: float, limit: float, what: str = "PyTorch") -> None:
@@ -226,8 +256,10 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
             return fail("backbone.onnx", name, err, tol["cut_rel"])
 
     step_sess = _ort_session(root / graphs["step"]["file"])
-    outs = _run(step_sess, _feeds(step_sess, torch_cut, theta, noise))
-    ulp, ulp_global = _sensitivity(step_sess, torch_cut, theta, noise, "relative", 2.0**-23, 2)
+    outs = _run(step_sess, _feeds(step_sess, torch_cut, theta, noise, weights))
+    ulp, ulp_global = _sensitivity(
+        step_sess, torch_cut, theta, noise, "relative", 2.0**-23, 2, weights
+    )
     worst_grad = 0.0
     for name, val in outs.items():
         err = _rel(val, ref[name])
@@ -248,11 +280,11 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
 
     # The chain as the runtime runs it (ONNX Runtime's own cut): reported, and bounded loosely,
     # because fp32 differences of the backbone legitimately grow through the gradient.
-    chain = _run(step_sess, _feeds(step_sess, bb, theta, noise))
+    chain = _run(step_sess, _feeds(step_sess, bb, theta, noise, weights))
     chain_rel = _global_rel(chain, ref)
     # what a cut difference as large as the measured one (or fp32 rounding alone) does to the
     # gradients, at most
-    _, moved = _sensitivity(step_sess, torch_cut, theta, noise, "absolute", worst_cut, 1)
+    _, moved = _sensitivity(step_sess, torch_cut, theta, noise, "absolute", worst_cut, 1, weights)
     chain_limit = max(tol["chain_grad_rel"], _FLOOR_FACTOR * max(moved, ulp_global))
     if not chain_rel <= chain_limit:
         return fail(
@@ -275,6 +307,8 @@ def _parity(root: Path, manifest: dict[str, Any], report: CheckReport) -> None:
         "images": int(x.shape[0]),
         "reference": "torch autograd at a perturbed θ on real images; each graph on PyTorch's inputs",
     }
+    if weights is not None:
+        report.parity["task_weights"] = [float(w) for w in np.ravel(weights)]
     report.passed.append("onnxruntime matches PyTorch (cut, loss, gradients, predictions)")
     return None
 
