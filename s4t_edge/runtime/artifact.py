@@ -19,6 +19,7 @@ import numpy as np
 from s4t_edge.errors import ArtifactError
 from s4t_edge.runtime.manifest_check import (
     GRAPH_NAMES,
+    TASK_WEIGHTS,
     check_member_file,
     safe_file_name,
     validate_manifest,
@@ -245,6 +246,16 @@ class Artifact:
         )
 
     # ------------------------------------------------------------------ derived
+    @property
+    def task_weighting(self) -> str:
+        """ "published" (weights inside the step graph) or "first-step" (a step input)."""
+        return str(self.manifest.get("task_weighting", "published"))
+
+    @property
+    def task_weights(self) -> TensorSpec | None:
+        """The step graph's task-weight input ([T], task order), None when it has none."""
+        return next((t for t in self.graphs["step"].inputs if t.name == TASK_WEIGHTS), None)
+
     @property
     def batch(self) -> int:
         """The static batch size N every graph was exported for."""

@@ -207,6 +207,10 @@ def _check_io(
 
 #: Control inputs a manifest may declare: the BatchNorm statistics mix α (models.norm).
 CONTROLS = ("bn_mix",)
+#: How the step weighs the tasks: "published" (λ·w_t^p baked into the graph) or "first-step"
+#: (a step input `TASK_WEIGHTS` [T], in task order, that the runtime sets per batch).
+TASK_WEIGHTINGS = ("published", "first-step")
+TASK_WEIGHTS = "task_weights"
 
 
 def validate_manifest(manifest: Any) -> None:
@@ -303,7 +307,9 @@ def validate_manifest(manifest: Any) -> None:
         if name in cut_shapes:
             raise _fail("cut", f"cut tensor {name!r} is listed twice")
         cut_shapes[name] = shape
-    clash = set(cut_shapes) & set(theta_shapes) | ({noise_name, in_name} & set(theta_shapes))
+    clash = set(cut_shapes) & set(theta_shapes) | (
+        {noise_name, in_name, TASK_WEIGHTS} & set(theta_shapes)
+    )
     if clash:
         raise _fail("theta.tensors", f"{sorted(clash)[0]!r} is also a cut or input name")
 
@@ -348,13 +354,32 @@ def validate_manifest(manifest: Any) -> None:
         if tuple(t.get("shape") or ()) != cut_shapes[t["name"]]:
             raise _fail("graphs.backbone.outputs", f"{t['name']!r} differs from its cut entry")
     feedable = {**cut_shapes, **theta_shapes}
+    weighting = m.get("task_weighting", "published")
+    if weighting not in TASK_WEIGHTINGS:
+        raise _fail("task_weighting", f"{weighting!r} is not one of {', '.join(TASK_WEIGHTINGS)}")
+    # the step takes the task weights exactly when the manifest says first-step, one per task
+    weights_in = [
+        t
+        for t in _list(graphs["step"].get("inputs"), "graphs.step.inputs")
+        if isinstance(t, dict) and t.get("name") == TASK_WEIGHTS
+    ]
+    if weighting == "first-step" and not weights_in:
+        raise _fail(
+            "graphs.step.inputs", f"lacks {TASK_WEIGHTS!r}, which first-step weighting needs"
+        )
+    if weighting != "first-step" and weights_in:
+        raise _fail(
+            "graphs.step.inputs",
+            f"{TASK_WEIGHTS!r} is an input, but task_weighting is {weighting!r}",
+        )
+    step_extra = {TASK_WEIGHTS: (len(task_ch),)} if weights_in else {}
     step_out: dict[str, tuple[int, ...]] = {"loss": ()}
     step_out.update({f"grad/{k}": s for k, s in theta_shapes.items()})
     _check_io(
         "step",
         graphs["step"],
         None,
-        {**feedable, noise_name: noise_shape},
+        {**feedable, noise_name: noise_shape, **step_extra},
         step_out,
         False,
     )

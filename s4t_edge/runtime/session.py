@@ -121,15 +121,27 @@ class Session(ArtifactViews):
             return self.backend.backbone(x)
         return self.backend.backbone(x, bn_mix)
 
-    def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
-        """S4T loss and ∂loss/∂θ at `theta` (one step's worth of work; θ is not changed)."""
+    def step(
+        self,
+        cut: Cut,
+        theta: Mapping[str, np.ndarray],
+        mask_noise: np.ndarray,
+        task_weights: np.ndarray | None = None,
+    ) -> StepResult:
+        """S4T loss and ∂loss/∂θ at `theta` (one step's worth of work; θ is not changed).
+
+        `task_weights`: one per task (artifact task order) for a ``--task-weighting first-step``
+        artifact, whose loss is Σ_t w_t·loss/<task>; None weighs every task 1.
+        """
         spec = self.artifact.mask_noise
         if tuple(np.shape(mask_noise)) != spec.shape:
             raise BackendError(
                 f"mask noise has shape {tuple(np.shape(mask_noise))}, the artifact expects "
                 f"{spec.shape}; draw it with Session.mask_noise(rng)"
             )
-        return self.backend.step(cut, theta, mask_noise)
+        if task_weights is None:  # keeps backends with step(cut, theta, noise) working
+            return self.backend.step(cut, theta, mask_noise)
+        return self.backend.step(cut, theta, mask_noise, task_weights)
 
     def predict(self, cut: Cut, theta: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw task outputs (N, C_t, H, W) with `theta`."""

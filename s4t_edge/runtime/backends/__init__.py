@@ -103,7 +103,9 @@ def _stand_in(entry: BackendEntry, reason: str) -> Callable[..., Any]:
         def backbone(self, image: Any) -> Cut:  # pragma: no cover - never constructed
             raise NotImplementedError
 
-        def step(self, cut: Any, theta: Any, mask_noise: Any) -> StepResult:  # pragma: no cover
+        def step(  # pragma: no cover
+            self, cut: Any, theta: Any, mask_noise: Any, task_weights: Any = None
+        ) -> StepResult:
             raise NotImplementedError
 
         def predict(self, cut: Any, theta: Any) -> dict[str, Any]:  # pragma: no cover

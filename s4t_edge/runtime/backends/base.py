@@ -70,8 +70,18 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
-        """S4T loss and gradients w.r.t. θ at the given θ and mask noise."""
+    def step(
+        self,
+        cut: Cut,
+        theta: Mapping[str, np.ndarray],
+        mask_noise: np.ndarray,
+        task_weights: np.ndarray | None = None,
+    ) -> StepResult:
+        """S4T loss and gradients w.r.t. θ at the given θ and mask noise.
+
+        `task_weights` ([T], task order) weigh the per-task terms of a ``--task-weighting
+        first-step`` artifact (None: all 1); other artifacts refuse them.
+        """
 
     @abstractmethod
     def predict(self, cut: Cut, theta: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -100,3 +110,30 @@ def control_feeds(artifact: Any, bn_mix: float) -> dict[str, np.ndarray]:
 
         raise BackendError(f"bn_mix must be between 0 and 1, got {bn_mix!r}")
     return {c.name: np.full(c.shape, a, np.float32) for c in artifact.controls}
+
+
+def task_weight_feeds(artifact: Any, task_weights: Any) -> dict[str, np.ndarray]:
+    """The step graph's task-weight input for one call (none for a published-weighting artifact).
+
+    Raises:
+        BackendError: weights for an artifact that takes none, or of the wrong shape / not finite.
+    """
+    from s4t_edge.errors import BackendError
+
+    spec = artifact.task_weights
+    if spec is None:
+        if task_weights is not None:
+            raise BackendError(
+                "this artifact weighs its tasks inside the step graph (task_weighting "
+                "published) and takes no task weights; re-export with --task-weighting first-step"
+            )
+        return {}
+    if task_weights is None:  # plain sum of the per-task terms
+        return {spec.name: np.ones(spec.shape, np.float32)}
+    w = np.asarray(task_weights, dtype=np.float32)
+    if w.shape != spec.shape or not np.isfinite(w).all():
+        raise BackendError(
+            f"task weights must be {len(spec.shape) and spec.shape[0]} finite values (one per "
+            f"task, in the artifact's task order), got shape {w.shape}"
+        )
+    return {spec.name: np.ascontiguousarray(w)}

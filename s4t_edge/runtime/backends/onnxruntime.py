@@ -15,7 +15,13 @@ import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError
 from s4t_edge.runtime.artifact import GRAPH_NAMES, Artifact
-from s4t_edge.runtime.backends.base import Backend, Cut, StepResult, control_feeds
+from s4t_edge.runtime.backends.base import (
+    Backend,
+    Cut,
+    StepResult,
+    control_feeds,
+    task_weight_feeds,
+)
 
 _CPU = "CPUExecutionProvider"
 _CUDA = "CUDAExecutionProvider"
@@ -224,6 +230,7 @@ class OnnxRuntimeBackend(Backend):
         cut: Cut,
         theta: Mapping[str, np.ndarray],
         noise: np.ndarray | None = None,
+        extra: Mapping[str, np.ndarray] | None = None,
     ) -> dict[str, Any]:
         feeds: dict[str, Any] = {}
         for n in names:
@@ -233,6 +240,8 @@ class OnnxRuntimeBackend(Backend):
                 feeds[n] = theta[n]
             elif n == self._noise_name and noise is not None:
                 feeds[n] = noise
+            elif extra and n in extra:
+                feeds[n] = extra[n]
             else:
                 raise BackendError(
                     f"no value for graph input {n!r}: θ must hold every tensor of the artifact "
@@ -240,8 +249,15 @@ class OnnxRuntimeBackend(Backend):
                 )
         return feeds
 
-    def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
-        feeds = self._feeds(self._step_feeds, cut, theta, mask_noise)
+    def step(
+        self,
+        cut: Cut,
+        theta: Mapping[str, np.ndarray],
+        mask_noise: np.ndarray,
+        task_weights: np.ndarray | None = None,
+    ) -> StepResult:
+        weights = task_weight_feeds(self.artifact, task_weights)
+        feeds = self._feeds(self._step_feeds, cut, theta, mask_noise, weights)
         if self.io_binding:
             outs = self._run_bound("step", feeds, self._step_outputs, keep_on_device=False)
         else:

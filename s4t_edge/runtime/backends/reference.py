@@ -77,6 +77,12 @@ class ReferenceSession(ArtifactViews):
         predict_bn: str = "running",
         threads: int | None = None,
     ) -> None:
+        if artifact.task_weighting != "published":
+            raise BackendError(
+                "the reference backend runs the published protocol (its loss is λ·Σ w_t^p·ℓ_t) and "
+                f"cannot honour task_weighting {artifact.task_weighting!r}; use --backend "
+                "onnxruntime or torch, or an artifact exported without --task-weighting"
+            )
         torch = import_torch()
         self._torch = torch
         if threads:

@@ -17,7 +17,13 @@ import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError
 from s4t_edge.runtime.artifact import Artifact
-from s4t_edge.runtime.backends.base import Backend, Cut, StepResult, control_feeds
+from s4t_edge.runtime.backends.base import (
+    Backend,
+    Cut,
+    StepResult,
+    control_feeds,
+    task_weight_feeds,
+)
 
 
 def import_torch() -> Any:
@@ -108,6 +114,7 @@ class TorchBackend(Backend):
             str(m.get("bn_stats", "batch")),
             s4t_cfg,
             objective=str(m.get("objective", "s4t")),
+            task_weighting=artifact.task_weighting,
         )
         if list(part.theta_names) != list(artifact.theta_names):
             raise BackendError(
@@ -151,11 +158,19 @@ class TorchBackend(Backend):
             cut = self.part.backbone(self._t(image), bn_mix)
         return Cut(dict(cut), batch=int(image.shape[0]))
 
-    def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
+    def step(
+        self,
+        cut: Cut,
+        theta: Mapping[str, np.ndarray],
+        mask_noise: np.ndarray,
+        task_weights: np.ndarray | None = None,
+    ) -> StepResult:
+        weights = task_weight_feeds(self.artifact, task_weights)
+        w = next((self._t(v) for v in weights.values()), None)
         th = {n: self._t(theta[n]) for n in self.part.theta_names}
         try:
             with self._torch.no_grad():
-                loss, parts, grads = self.part.step(cut.tensors, th, self._t(mask_noise))
+                loss, parts, grads = self.part.step(cut.tensors, th, self._t(mask_noise), w)
         except KeyError as e:
             raise BackendError(f"θ lacks tensor {e}; start from Session.source_theta()") from None
         return StepResult(

@@ -204,6 +204,11 @@ def state_specs(theta_specs: Sequence[Any], optimizer: str) -> list[_Spec]:
     ]
 
 
+def _task_weights(artifact: Any) -> list[Any]:
+    spec = getattr(artifact, "task_weights", None)
+    return [] if spec is None else [spec]
+
+
 def plan_buffers(
     artifact: Any, optimizer: str | None = "sgd", alignment: int = ALIGNMENT
 ) -> BufferPlan:
@@ -236,7 +241,8 @@ def plan_buffers(
         loss_specs.append(_Spec(GRAD_SQ_NAME, (), "float32"))
     arenas = [
         ArenaPlan.from_specs("image", [artifact.input, *artifact.controls], alignment),
-        ArenaPlan.from_specs("noise", [artifact.mask_noise], alignment),
+        # the task weights ([T], first-step artifacts) change per batch like the noise
+        ArenaPlan.from_specs("noise", [artifact.mask_noise, *_task_weights(artifact)], alignment),
         ArenaPlan.from_specs("cut", artifact.cut, alignment),
         ArenaPlan.from_specs("theta", theta, alignment),
         ArenaPlan.from_specs("grads", grads, alignment),

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import ArtifactError, BackendError, ConfigError
-from s4t_edge.runtime.backends.base import Backend, Cut, StepResult, control_feeds
+from s4t_edge.runtime.backends.base import (
+    Backend,
+    Cut,
+    StepResult,
+    control_feeds,
+    task_weight_feeds,
+)
 from s4t_edge.runtime.backends.tensorrt.buffers import (
     GRAD_SQ_NAME,
     HYPER_NAME,
@@ -293,6 +299,7 @@ class TensorRTBackend(Backend):
         )
         self.pred_names = tuple(o.name for o in art.graphs["predict"].outputs)
         self.plan: BufferPlan = plan_buffers(art, optimizer=None)
+        self._weights_name = art.task_weights.name if art.task_weights is not None else None
         self.engines: dict[str, _Engine] = {}
         self._updates: dict[str, _Updater] = {}
         self._owned: list[Any] = []  # every arena, freed by close()
@@ -543,6 +550,8 @@ class TensorRTBackend(Backend):
         for name in self.theta_names:
             addr[name] = theta.ptr + theta_plan.slot(name).offset
         addr[self.artifact.mask_noise.name] = noise_ptr
+        if self._weights_name is not None:  # one value per batch, next to the single noise
+            addr[self._weights_name] = self._noise.addr(self._weights_name)
         for slot in self._losses_plan.slots:
             addr[slot.name] = self._losses.ptr + slot.offset
         for slot in self.plan.arena("grads").slots:
@@ -581,7 +590,13 @@ class TensorRTBackend(Backend):
         tensors = {slot.name: DeviceTensor(self, storage, slot) for slot in self._cut_plan.slots}
         return Cut(tensors=tensors, batch=int(spec.shape[0]), extra={"backend": self.name})
 
-    def step(self, cut: Cut, theta: Mapping[str, np.ndarray], mask_noise: np.ndarray) -> StepResult:
+    def step(
+        self,
+        cut: Cut,
+        theta: Mapping[str, np.ndarray],
+        mask_noise: np.ndarray,
+        task_weights: np.ndarray | None = None,
+    ) -> StepResult:
         """One S4T step with a host round trip (θ up, gradients down): parity and simple loops."""
         self._check_open()
         cut_ptrs = self._cut_ptrs(cut)
@@ -591,6 +606,7 @@ class TensorRTBackend(Backend):
             self._noise.views[noise_spec.name],
             self._check_array("mask noise", mask_noise, noise_spec),
         )
+        self._stage_task_weights(task_weights)
         self._noise.upload(self.stream)
         eng = self.engines["step"]
         eng.bind(self._step_addresses(cut_ptrs, self._theta[0], self._noise.addr(noise_spec.name)))
@@ -622,6 +638,11 @@ class TensorRTBackend(Backend):
             out[task] = self._preds.views[name].copy()
         return out
 
+    def _stage_task_weights(self, task_weights: np.ndarray | None) -> None:
+        """Copy the task weights into the noise arena (uploaded with it); none: nothing to do."""
+        for name, value in task_weight_feeds(self.artifact, task_weights).items():
+            np.copyto(self._noise.views[name], value)
+
     # ------------------------------------------------------------------------------ fast path
     def _noise_rows(self, count: int) -> MirroredArena:
         """A bank of `count` mask-noise rows: all K noises go up in one copy per batch."""
@@ -645,6 +666,7 @@ class TensorRTBackend(Backend):
         *,
         source_theta: Mapping[str, np.ndarray] | None = None,
         guard: GuardFn | None = None,
+        task_weights: np.ndarray | None = None,
     ) -> StepsResult:
         """K S4T steps with θ, gradients and optimiser state kept on the GPU.
 
@@ -666,6 +688,7 @@ class TensorRTBackend(Backend):
                 None = fresh.  The result's `state` has the same format (`load_state_dict`).
             source_theta: θ restored by a "reset" (default: `theta`).
             guard: called with a `StepReport` after every step; returns an action (None = accept).
+            task_weights: the weights of a first-step artifact for all K steps (None: all 1).
 
         Returns:
             StepsResult with the final θ and state (numpy) and the per-step trace.
@@ -690,6 +713,9 @@ class TensorRTBackend(Backend):
                 self._check_array(f"mask noise of step {i}", noise, noise_spec),
             )
         bank.upload(self.stream)
+        self._stage_task_weights(task_weights)  # refuses weights a published artifact lacks
+        if self._weights_name is not None:
+            self._noise.upload(self.stream)
 
         theta_plan = self.plan.arena("theta")
         self._upload_theta(theta, self._theta[0])
