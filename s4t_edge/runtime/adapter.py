@@ -119,6 +119,8 @@ class AdaptResult:
     # predictions after step k for each k asked for with `adapt(..., predict_at=...)` (0: before)
     predictions_at: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
     bn_mix: float | None = None  # BatchNorm statistics mix the batch used ('mix' artifacts)
+    # first-step weighting: the c_t = 1 / part_t at the start that weighed this batch's steps
+    task_weights: dict[str, float] | None = None
     change: float | None = None  # prediction change the agreement rule measured
 
 
@@ -209,6 +211,10 @@ class Adapter:
         self.batches = 0  # batches adapted (skipped ones not counted)
         self.total_steps = 0
         self.adapted = False  # published mode: the adaptation batch has been seen
+        # first-step weighting: c_t, measured when θ starts afresh (reset), kept until the next
+        self._weighted = art.task_weighting == "first-step"
+        self.task_weights: np.ndarray | None = None
+        self._weight_steps = 0  # step-graph calls spent measuring c_t in the current batch
         if self.protocol:
             session.set_optimizer(self.optimizer.config)
             self._source: dict[str, np.ndarray] = {}
@@ -270,6 +276,7 @@ class Adapter:
         self.theta = {k: v.copy() for k, v in self._source.items()}
         self.optimizer.reset()
         self.adapted = False
+        self.task_weights = None
         if self.protocol:
             self.session.reset()
 
@@ -465,7 +472,8 @@ class Adapter:
         for k, v in guards.items():
             self.guards[k] += v
         self.batches += 1
-        self.total_steps += cfg.steps
+        self.total_steps += cfg.steps + self._weight_steps  # measuring c_t costs one step
+        self._weight_steps = 0
         self.adapted = True
         return self._finish(result, n, t_start)
 
@@ -529,6 +537,16 @@ class Adapter:
         t0 = time.perf_counter()
         cut, alpha = self._backbone(x, self.theta)
         timing["backbone_ms"] = (time.perf_counter() - t0) * 1e3
+        weights = None
+        weight_ms = 0.0
+        if self._weighted and self.config.steps > 0:
+            if self.task_weights is None:
+                t0 = time.perf_counter()
+                self.task_weights = self._first_step_weights(cut)
+                weight_ms = (time.perf_counter() - t0) * 1e3
+                timing["task_weights_ms"] = weight_ms
+                self._weight_steps = 1
+            weights = self.task_weights
         start_theta = {k: v.copy() for k, v in self.theta.items()}
         start_opt = opt.state_dict()
         before = None
@@ -551,14 +569,14 @@ class Adapter:
             # Device-resident fast path (TensorRT): θ, gradients and optimiser state stay on the
             # GPU for all K steps; only the loss scalars come back for the guards.
             t0 = time.perf_counter()
-            self._run_steps_on_device(cut, noises, guards, trace, task_trace)
+            self._run_steps_on_device(cut, noises, guards, trace, task_trace, weights)
             step_ms = (time.perf_counter() - t0) * 1e3
             noises = []
         for i, noise in enumerate(noises, 1):
             if (i - 1) in predict_at and (i - 1) not in at:
                 at[i - 1] = s.predict(cut, self.theta)
             t0 = time.perf_counter()
-            res = s.step(cut, self.theta, noise)
+            res = s.step(cut, self.theta, noise, weights)
             step_ms += (time.perf_counter() - t0) * 1e3
             trace.append(res.loss)
             task_trace.append(res.task_losses)
@@ -593,9 +611,10 @@ class Adapter:
                 self.theta = saved_theta
                 opt.load_state_dict(saved_opt)
             step_ms += (time.perf_counter() - t0) * 1e3
-        k = max(self.config.steps, 1)
+        k = max(self.config.steps + self._weight_steps, 1)
         if self.config.steps in predict_at:
             at[self.config.steps] = s.predict(cut, self.theta)
+        step_ms += weight_ms  # the measuring call is a step's worth of work
         timing["steps_ms"] = step_ms
         timing["step_ms"] = step_ms / k
         if self.config.max_drift is not None and self.drift() > self.config.max_drift:
@@ -617,7 +636,7 @@ class Adapter:
             rollback = change > pol.max_change
         elif pol.safety == "holdout" and held_out is not None:
             t1 = time.perf_counter()
-            after = s.step(cut, self.theta, held_out[0]).loss
+            after = s.step(cut, self.theta, held_out[0], weights).loss
             timing["safety_ms"] = (time.perf_counter() - t1) * 1e3
             rollback = not (_finite(after) and after < held_out[1])
         if rollback:
@@ -637,6 +656,9 @@ class Adapter:
             predictions_at=at,
             bn_mix=alpha,
             change=change,
+            task_weights=None
+            if weights is None
+            else dict(zip(s.artifact.task_names, map(float, weights))),
         )
 
     def _run_steps_on_device(
@@ -646,6 +668,7 @@ class Adapter:
         guards: dict[str, int],
         trace: list[float],
         task_trace: list[dict[str, float]],
+        task_weights: np.ndarray | None = None,
     ) -> None:
         """Same guard semantics as the host loop, decided per step from the scalars."""
         first: list[float] = []
@@ -670,11 +693,28 @@ class Adapter:
             self.optimizer.state_dict(),
             source_theta=self._source,
             guard=guard,
+            **({} if task_weights is None else {"task_weights": task_weights}),
         )
         self.theta = {k: np.asarray(v) for k, v in res.theta.items()}
         self.optimizer.load_state_dict(res.state)
         trace.extend(res.losses)
         task_trace.extend(res.task_losses)
+
+    def _first_step_weights(self, cut: Any) -> np.ndarray:
+        """c_t = 1 / max(part_t, 1e-12) from one step at the batch's start θ, all weights 1.
+
+        The call uses the noise the first real step will draw (the generator is rewound), so
+        that step's loss is T, and its gradients are discarded.  A non-finite part gets weight 1:
+        the steps' own guards then reject what it produces.
+        """
+        state = self._rng.bit_generator.state
+        noise = self.session.mask_noise(self._rng)
+        self._rng.bit_generator.state = state
+        res = self.session.step(cut, self.theta, noise)
+        parts = np.array([res.task_losses.get(t, np.nan) for t in self.session.artifact.task_names])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = 1.0 / np.maximum(parts, 1e-12)
+        return np.where(np.isfinite(parts), c, 1.0).astype(np.float32)
 
     def _adapt_protocol(
         self,
@@ -712,5 +752,6 @@ class Adapter:
         if not self.protocol:  # which BatchNorm statistics the graphs use (steps and predictions)
             out["bn_stats"] = self.session.artifact.manifest.get("bn_stats")
             out["objective"] = self.session.artifact.manifest.get("objective", "s4t")
+            out["task_weighting"] = self.session.artifact.task_weighting
             out["policy"] = self.policy.to_dict()
         return out
