@@ -6,7 +6,8 @@ and a 1×1 "head" `head.weight` (C, 3); predict applies them; step computes
 
     loss = mean(noise) · ½ · mean((Z·Wᵀ − target)²),   Z = feat + bias,
 
-and its analytic gradient with ordinary ONNX ops.  Backends (ONNX Runtime, TensorRT) can be
+and its analytic gradient with ordinary ONNX ops.  With ``task_weighting="first-step"`` the step
+also takes ``task_weights`` [T] and its loss is Σ_t task_weights[t]·loss/<task>.  Backends (ONNX Runtime, TensorRT) can be
 exercised on it in milliseconds, and `toy_reference` gives the same numbers in numpy.
 Building needs the `onnx` package; running needs only the backend.
 """
@@ -28,6 +29,11 @@ def _targets(channels: int) -> np.ndarray:
     return np.linspace(-0.5, 0.5, channels, dtype=np.float32).reshape(1, channels)
 
 
+def _column_scale(weights: np.ndarray, tasks: tuple[tuple[str, int], ...], p: int) -> np.ndarray:
+    """∂(Σ_t w_t·½·mean(r_t²)) / ∂r per output column, over s·r: w_t / (P·C_t)."""
+    return np.concatenate([np.full(ch, w / (p * ch)) for w, (_, ch) in zip(weights, tasks)])
+
+
 def toy_theta(channels: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return {
@@ -41,8 +47,10 @@ def toy_reference(
     theta: dict[str, np.ndarray],
     noise: np.ndarray,
     tasks: tuple[tuple[str, int], ...] = TOY_TASKS,
+    task_weights: np.ndarray | None = None,
 ) -> tuple[float, dict[str, float], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Numpy (float64) loss, task losses, gradients and predictions of the toy model."""
+    """Numpy (float64) loss, task losses, gradients and predictions of the toy model
+    (with `task_weights`, of a first-step artifact)."""
     n, _, h, w = image.shape
     c = sum(ch for _, ch in tasks)
     feat = image.astype(np.float64) * 0.5
@@ -59,6 +67,9 @@ def toy_reference(
         preds[name] = yy[:, off : off + ch]
         off += ch
     g = r * (s / r.size)
+    if task_weights is not None:
+        loss = float(sum(w * task_losses[t] for w, (t, _) in zip(task_weights, tasks)))
+        g = r * s * _column_scale(np.asarray(task_weights, np.float64), tasks, r.shape[0])
     grads = {"head.weight": g.T @ z, "norm.bias": (g @ wt).sum(0)}
     return loss, task_losses, grads, preds
 
@@ -73,6 +84,7 @@ def build_toy_artifact(
     steps: int = 5,
     seed: int = 0,
     source_run: str | None = None,
+    task_weighting: str = "published",
 ) -> Path:
     """Write a complete toy artifact directory and return its path."""
     import onnx
@@ -142,14 +154,16 @@ def build_toy_artifact(
     )
     pr_ops = save(pr, "predict.onnx")
 
-    # step: cut/feat, θ, mask_noise -> loss, loss/<task>, grad/<θ>
+    # step: cut/feat, θ, mask_noise (, task_weights) -> loss, loss/<task>, grad/<θ>
+    weighted = task_weighting == "first-step"
+    loss_out = "loss_unweighted" if weighted else "loss"
     step_nodes = z_nodes() + [
         helper.make_node("Sub", ["y", "target"], ["r"]),
         helper.make_node("Mul", ["r", "r"], ["sq"]),
         helper.make_node("ReduceMean", ["mask_noise"], ["s"], keepdims=0),
         helper.make_node("Mul", ["s", "half"], ["s_half"]),
         helper.make_node("ReduceMean", ["sq"], ["msq"], keepdims=0),
-        helper.make_node("Mul", ["msq", "s_half"], ["loss"]),
+        helper.make_node("Mul", ["msq", "s_half"], [loss_out]),
         helper.make_node("Split", ["sq", "splits"], [f"sq_{t}" for t, _ in tasks], axis=1),
     ]
     for t, _ in tasks:
@@ -157,18 +171,44 @@ def build_toy_artifact(
             helper.make_node("ReduceMean", [f"sq_{t}"], [f"msq_{t}"], keepdims=0),
             helper.make_node("Mul", [f"msq_{t}", "s_half"], [f"loss/{t}"]),
         ]
+    if weighted:
+        for i, (t, _) in enumerate(tasks):
+            step_nodes += [
+                helper.make_node("Gather", ["task_weights", f"idx_{i}"], [f"w_{t}"]),
+                helper.make_node("Mul", [f"w_{t}", f"loss/{t}"], [f"wl_{t}"]),
+            ]
+        step_nodes += [
+            helper.make_node("Sum", [f"wl_{t}" for t, _ in tasks], ["loss"]),
+            helper.make_node("Gather", ["task_weights", "col_task"], ["col_w"]),
+            helper.make_node("Mul", ["col_w", "inv_pc"], ["col_scale"]),
+            helper.make_node("Mul", ["s", "col_scale"], ["gscale"]),
+        ]
+    else:
+        step_nodes.append(helper.make_node("Mul", ["s", "inv_m"], ["gscale"]))
     step_nodes += [
-        helper.make_node("Mul", ["s", "inv_m"], ["gscale"]),
         helper.make_node("Mul", ["r", "gscale"], ["g"]),
         helper.make_node("Transpose", ["g"], ["gt"], perm=[1, 0]),
         helper.make_node("MatMul", ["gt", "z"], ["grad/head.weight"]),
         helper.make_node("MatMul", ["g", "head.weight"], ["gz"]),
         helper.make_node("ReduceSum", ["gz", "axis0"], ["grad/norm.bias"], keepdims=0),
     ]
+    weight_inputs = [vi("task_weights", [len(tasks)])] if weighted else []
+    weight_consts = (
+        [const(f"idx_{i}", np.array(i, dtype=np.int64)) for i in range(len(tasks))]
+        + [
+            const("col_task", np.repeat(np.arange(len(tasks)), split_sizes).astype(np.int64)),
+            const(
+                "inv_pc",
+                np.concatenate([np.full(ch, 1.0 / (p * ch)) for _, ch in tasks]).astype(np.float32),
+            ),
+        ]
+        if weighted
+        else []
+    )
     st = helper.make_graph(
         step_nodes,
         "step",
-        [vi("cut/feat", feat_shape), *theta_inputs, vi("mask_noise", [n, tokens])],
+        [vi("cut/feat", feat_shape), *theta_inputs, vi("mask_noise", [n, tokens]), *weight_inputs],
         [vi("loss", []), *[vi(f"loss/{t}", []) for t, _ in tasks]]
         + [vi("grad/head.weight", [c, 3]), vi("grad/norm.bias", [3])],
         [
@@ -178,6 +218,7 @@ def build_toy_artifact(
             const("half", np.float32(0.5)),
             const("inv_m", np.float32(1.0 / (p * c))),
             const("axis0", np.array([0], dtype=np.int64)),
+            *weight_consts,
         ],
     )
     st_ops = save(st, "step.onnx")
@@ -201,7 +242,10 @@ def build_toy_artifact(
         },
         "step": {
             "file": "step.onnx",
-            "inputs": cut + theta_specs + [noise],
+            "inputs": cut
+            + theta_specs
+            + [noise]
+            + ([spec("task_weights", [len(tasks)])] if weighted else []),
             "outputs": [spec("loss", [])]
             + [spec(f"loss/{t}", []) for t, _ in tasks]
             + [spec(f"grad/{s['name']}", s["shape"]) for s in theta_specs],
@@ -235,6 +279,7 @@ def build_toy_artifact(
         "mask_noise": noise,
         "scope": "toy",
         "bn_stats": "batch",
+        **({"task_weighting": task_weighting} if weighted else {}),
         "theta": {"file": "theta.safetensors", "tensors": theta_specs, "numel": c * 3 + 3},
         "cut": cut,
         "graphs": graphs,
