@@ -125,7 +125,10 @@ ARTIFACTS = {
     "all": ("all", "mix", "s4t", None),
     "default_w1": ("norm@backbone.layer4+norm@joint_decoder", "mix", "s4t", 1.0),
     "tent": ("norm", "mix", "entropy", None),
+    "default_first": ("norm@backbone.layer4+norm@joint_decoder", "mix", "s4t", None),
 }
+#: ARTIFACTS exported with --task-weighting first-step (each task over its first-step value)
+FIRST_STEP = ("default_first",)
 
 
 def base_configs(lrs: dict[str, float]) -> list[Config]:
@@ -150,6 +153,7 @@ def base_configs(lrs: dict[str, float]) -> list[Config]:
         ("S4T norm", "norm", batch),
         ("S4T all", "all", batch),
         ("S4T default scope, w weights", "default_w1", batch),
+        ("S4T default scope, first-step normalised", "default_first", batch),
         ("tent (entropy, norm)", "tent", batch),
     ):
         out.append(Config(name, art, pol, lr=lrs.get(name, 0.01)))
@@ -171,19 +175,21 @@ def base_configs(lrs: dict[str, float]) -> list[Config]:
 
 
 # Learning-rate grids for a model pretrained with λ = 0.01 (the S4T gradients scale with λ, so
-# `lr_grid` divides the S4T rows by λ / 0.01); tent's loss does not depend on λ.
+# `lr_grid` divides the S4T rows by λ / 0.01); tent's loss does not depend on λ, nor does the
+# first-step normalised one (each task starts at 1, so the loss is O(T) whatever λ was).
 LR_GRID = {
     "S4T default scope": (0.01, 0.03, 0.1),
     "S4T default scope, running stats": (0.01, 0.03, 0.1),
     "S4T norm": (0.003, 0.01, 0.03),
     "S4T all": (1e-4, 1e-3, 1e-2),
     "S4T default scope, w weights": (0.03, 0.1, 0.3),
+    "S4T default scope, first-step normalised": (0.03, 0.1, 0.3),
     "tent (entropy, norm)": (0.001, 0.003, 0.01),
 }
 
 
 def lr_grid(name: str, lam: float) -> tuple[float, ...]:
-    scale = 1.0 if name.startswith("tent") else 0.01 / lam
+    scale = 1.0 if name.startswith("tent") or "first-step" in name else 0.01 / lam
     return tuple(float(f"{lr * scale:.3g}") for lr in LR_GRID[name])
 
 
@@ -210,7 +216,12 @@ def export_all(run: Path, work: Path, keys: list[str]) -> dict[str, Path]:
             r.model,
             s4t,
             path,
-            ExportConfig(scope=scope, bn_stats=bn, objective=obj),
+            ExportConfig(
+                scope=scope,
+                bn_stats=bn,
+                objective=obj,
+                task_weighting="first-step" if key in FIRST_STEP else "published",
+            ),
             source_run=str(run),
             overwrite=True,
         )
