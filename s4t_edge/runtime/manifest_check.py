@@ -14,7 +14,8 @@ petabyte allocation deep inside a backend.  What it establishes:
 - θ: unique names, float32, positive shapes, `numel` equal to their sum;
 - graphs: each graph's inputs/outputs are the ones the runtime feeds and reads (image -> cut;
   cut, θ, noise -> loss, per-task losses, one gradient per θ tensor of its shape; cut, θ ->
-  one prediction per task of shape (N, C, H, W));
+  one prediction per task of shape (N, C, H, W)); the step's ``task_weights`` [T] input exactly when
+  ``task_weighting`` is ``"first-step"``;
 - `s4t`: steps within `LIMITS.max_steps`, a valid optimiser.
 
 The graphs' own I/O is compared with these specs where the graphs are opened (ONNX Runtime at
@@ -375,6 +376,8 @@ def validate_manifest(manifest: Any) -> None:
     step_extra = {TASK_WEIGHTS: (len(task_ch),)} if weights_in else {}
     step_out: dict[str, tuple[int, ...]] = {"loss": ()}
     step_out.update({f"grad/{k}": s for k, s in theta_shapes.items()})
+    if weights_in:  # the runtime reads every task's term to set its weight
+        step_out.update({f"loss/{t}": () for t in task_ch})
     _check_io(
         "step",
         graphs["step"],

@@ -75,7 +75,7 @@ def test_weighted_step_matches_torch_autograd(first_step_artifact, tiny_run):
     for res in (got, via_torch):
         assert res.loss == pytest.approx(float(loss.detach()), rel=1e-4)
         for t in tasks:  # the per-task outputs stay unscaled
-            assert res.task_losses[t] == pytest.approx(float(parts[t]), rel=1e-4)
+            assert res.task_losses[t] == pytest.approx(float(parts[t].detach()), rel=1e-4)
         for name, g in zip(theta, grads):
             scale = float(g.abs().max()) + 1e-12
             assert np.abs(res.grads[name] - g.numpy()).max() / scale < 1e-3, name

@@ -70,6 +70,12 @@ def test_step_graph_takes_task_weights_exactly_when_first_step(
     with pytest.raises(ArtifactError, match="task_weights"):
         validate_manifest(wrong_shape)
 
+    no_part = copy.deepcopy(weighted)  # the Adapter reads every task's term
+    outs = no_part["graphs"]["step"]["outputs"]
+    no_part["graphs"]["step"]["outputs"] = [o for o in outs if o["name"] != "loss/depth"]
+    with pytest.raises(ArtifactError, match="lacks output 'loss/depth'"):
+        validate_manifest(no_part)
+
     unknown = copy.deepcopy(weighted)
     unknown["task_weighting"] = "uniform"
     with pytest.raises(ArtifactError, match="task_weighting"):
