@@ -126,6 +126,8 @@ ARTIFACTS = {
     "default_w1": ("norm@backbone.layer4+norm@joint_decoder", "mix", "s4t", 1.0),
     "tent": ("norm", "mix", "entropy", None),
     "default_first": ("norm@backbone.layer4+norm@joint_decoder", "mix", "s4t", None),
+    # tent on layer4's norms only: the statistics shift then still sees 11 of 12 layers
+    "tent_l4": ("norm@backbone.layer4", "mix", "entropy", None),
 }
 #: ARTIFACTS exported with --task-weighting first-step (each task over its first-step value)
 FIRST_STEP = ("default_first",)
@@ -135,6 +137,7 @@ def base_configs(lrs: dict[str, float]) -> list[Config]:
     """Every configuration; `lrs` maps a config name to its (validation-chosen) learning rate."""
     batch = {"bn_mix": 1.0}
     running = {"bn_mix": 0.0}
+    shift = {"candidates": [0.0, 1.0], "score": "shift"}
     out = [
         Config("none (running stats)", "default", running, steps=0),
         Config("BN re-estimation", "default", batch, steps=0),
@@ -146,6 +149,7 @@ def base_configs(lrs: dict[str, float]) -> list[Config]:
             {"candidates": [0.0, 1.0], "score": "s4t"},
             steps=0,
         ),
+        Config("stats select by shift", "default", shift, steps=0),
     ]
     for name, art, pol in (
         ("S4T default scope", "default", batch),
@@ -155,8 +159,13 @@ def base_configs(lrs: dict[str, float]) -> list[Config]:
         ("S4T default scope, w weights", "default_w1", batch),
         ("S4T default scope, first-step normalised", "default_first", batch),
         ("tent (entropy, norm)", "tent", batch),
+        ("S4T default scope, shift-selected stats", "default", shift),
+        ("tent (entropy, layer4 norms), shift-selected stats", "tent_l4", shift),
+        ("S4T default scope, first-step normalised, shift-selected stats", "default_first", shift),
     ):
         out.append(Config(name, art, pol, lr=lrs.get(name, 0.01)))
+    name = "S4T default scope, shift-selected stats, online"
+    out.append(Config(name, "default", shift, lr=lrs.get(name, 0.01), mode="online", steps=10))
     for rule in ("agreement", "holdout"):
         name = f"S4T default scope + {rule}"
         out.append(Config(name, "default", {**batch, "safety": rule}, lr=lrs.get(name, 0.01)))
@@ -185,6 +194,10 @@ LR_GRID = {
     "S4T default scope, w weights": (0.03, 0.1, 0.3),
     "S4T default scope, first-step normalised": (0.03, 0.1, 0.3),
     "tent (entropy, norm)": (0.001, 0.003, 0.01),
+    "S4T default scope, shift-selected stats": (0.01, 0.03, 0.1, 0.3),
+    "tent (entropy, layer4 norms), shift-selected stats": (0.003, 0.01, 0.03, 0.1),
+    "S4T default scope, first-step normalised, shift-selected stats": (0.001, 0.003, 0.01, 0.03),
+    "S4T default scope, shift-selected stats, online": (0.01, 0.03, 0.1),
 }
 
 
@@ -360,7 +373,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64, help="images per shift")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/s4t-study"))
     ap.add_argument("--only", default="", help="configuration names separated by ;")
-    ap.add_argument("--lrs", type=Path, default=None, help="JSON of chosen lrs (from --split val)")
+    ap.add_argument(
+        "--lrs", type=Path, action="append", default=[], help="JSON of chosen lrs (--split val)"
+    )
     ap.add_argument("--tune", action="store_true", help="val: run the lr grid, write the choice")
     ap.add_argument("--tag", default="", help="suffix of the result files")
     args = ap.parse_args()
@@ -373,7 +388,9 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = load_data(args.split, args.n, 64, shifts)
     kinds.update({k: "corruption" for k in data if k.startswith("corrupt:")})
-    lrs = json.loads(args.lrs.read_text()) if args.lrs else {}
+    lrs: dict[str, float] = {}
+    for path in args.lrs:
+        lrs.update(json.loads(path.read_text()))
     configs = base_configs(lrs)
     if args.tune:
         configs = [c for c in configs if c.steps == 0]
@@ -383,13 +400,16 @@ def main() -> None:
         for name in LR_GRID:
             grid = lr_grid(name, lam)
             tmpl = next(c for c in base_configs({}) if c.name == name)
-            configs += [replace(tmpl, name=f"{name} @lr {lr:g}", lr=lr, steps=40) for lr in grid]
+            k = 40 if tmpl.mode == "episodic" else tmpl.steps
+            configs += [replace(tmpl, name=f"{name} @lr {lr:g}", lr=lr, steps=k) for lr in grid]
     if args.only:
         keep = {s.strip() for s in args.only.split(";")}
         configs = [
             c
             for c in configs
-            if c.name in keep or c.steps == 0 and c.name.startswith(("none", "BN"))
+            if c.name.split(" @lr ")[0] in keep
+            or c.steps == 0
+            and c.name.startswith(("none", "BN"))
         ]
     arts = export_all(args.run.resolve(), args.workdir, sorted({c.artifact for c in configs}))
     raw: dict[str, Any] = {}
@@ -419,6 +439,8 @@ def main() -> None:
         chosen = {}
         for name in LR_GRID:
             cands = {k: v for k, v in summary["rows"].items() if k.startswith(f"{name} @lr ")}
+            if not cands:  # not in this run (--only)
+                continue
             best = max(
                 cands,
                 key=lambda k: np.mean(
@@ -431,7 +453,8 @@ def main() -> None:
             )
             chosen[name] = float(best.rsplit(" ", 1)[1])
         for rule in ("agreement", "holdout"):
-            chosen[f"S4T default scope + {rule}"] = chosen["S4T default scope"]
+            if "S4T default scope" in chosen:
+                chosen[f"S4T default scope + {rule}"] = chosen["S4T default scope"]
         (stem.parent / f"adaptation_lrs{tag}.json").write_text(json.dumps(chosen, indent=1))
         log(f"chosen learning rates: {chosen}")
     plot(payload, stem.with_suffix(".png"))

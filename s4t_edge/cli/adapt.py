@@ -132,6 +132,7 @@ def command(
     bn_mix: float | None,
     stats_select: str | None,
     stats_score: str | None,
+    shift_threshold: float | None,
     safety: str | None,
     max_change: float | None,
     threads: int | None,
@@ -254,6 +255,7 @@ def command(
         stats_score,
         safety,
         max_change,
+        shift_threshold,
     )
     adapter = Adapter(
         session,

@@ -100,6 +100,7 @@ def command(
     bn_mix: float | None,
     stats_select: str | None,
     stats_score: str | None,
+    shift_threshold: float | None,
     safety: str | None,
     max_change: float | None,
     add_adapters: str,
@@ -152,7 +153,9 @@ def command(
         bn_stats=bn_stats,
         objective=objective,
         task_weighting=task_weighting,
-        policy=policy_from_options(None, bn_mix, stats_select, stats_score, safety, max_change),
+        policy=policy_from_options(
+            None, bn_mix, stats_select, stats_score, safety, max_change, shift_threshold
+        ),
         add_adapters=stages,
         opset=opset,
         validate=not no_validate,

@@ -11,7 +11,7 @@ from s4t_edge.errors import ConfigError
 
 
 def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--bn-mix, --stats-select, --stats-score, --safety, --max-change (runtime.policy)."""
+    """--bn-mix, --stats-select, --stats-score, --shift-threshold, --safety, --max-change."""
     opts = [
         click.option(
             "--bn-mix",
@@ -28,9 +28,17 @@ def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--stats-score",
-            type=click.Choice(["entropy", "s4t"]),
+            type=click.Choice(["entropy", "s4t", "shift"]),
             default=None,
-            help="Score of --stats-select (lowest wins): semseg entropy or first-step S4T loss.",
+            help="Score of --stats-select: semseg entropy or first-step S4T loss (lowest wins), "
+            "or shift: the largest α when the batch's BatchNorm statistics are further from the "
+            "running ones than --shift-threshold, else the smallest.",
+        ),
+        click.option(
+            "--shift-threshold",
+            type=float,
+            default=None,
+            help="shift score: mean per-layer KL above which batch statistics are used.",
         ),
         click.option(
             "--safety",
@@ -59,6 +67,7 @@ def policy_from_options(
     stats_score: str | None,
     safety: str | None,
     max_change: float | None,
+    shift_threshold: float | None = None,
 ) -> dict[str, Any] | None:
     """`base` (a policy dict, or None) with the given options applied; None when none is given."""
     from s4t_edge.runtime.policy import AdaptPolicy
@@ -82,6 +91,8 @@ def policy_from_options(
         changes["safety"] = safety
     if max_change is not None:
         changes["max_change"] = max_change
+    if shift_threshold is not None:
+        changes["shift_threshold"] = shift_threshold
     if not changes:
         return None if base is None else AdaptPolicy.from_dict(base).to_dict()
     return AdaptPolicy.from_dict(base).replace(**changes).to_dict()

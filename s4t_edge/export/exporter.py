@@ -304,7 +304,7 @@ def export_model(
             part.backbone_gm,
             [image] + [torch.ones(1) for _ in part.controls],
             ["image", *part.controls],
-            part.cut_names,
+            part.cut_names + part.stats,
             tmp / "backbone.onnx",
             cfg.opset,
         )

@@ -146,6 +146,8 @@ def build_manifest(
             {"name": c, "shape": [1], "dtype": "float32", "range": [0.0, 1.0]}
             for c in part.controls
         ],
+        # per-batch statistics the backbone outputs besides the cut (read by the policy only)
+        "stats": [{"name": n, "shape": [1], "dtype": "float32"} for n in part.stats],
         "theta": {
             "file": "theta.safetensors",
             "tensors": theta_specs,

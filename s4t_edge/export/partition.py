@@ -53,12 +53,14 @@ class TracedStep:
     gm: fx.GraphModule
     theta_names: list[str]
     task_names: list[str]
-    # outputs of gm, in order: loss, task losses, grads (θ order), predictions (task order)
+    # outputs of gm, in order: loss, task losses, grads (θ order), predictions (task order), stats
     kind: dict[fx.Node, str] = field(default_factory=dict)
     # placeholders: image, mask_noise, then these frozen control inputs, then θ
     controls: list[str] = field(default_factory=list)
     # a last, live placeholder ``task_weights`` [T] (first-step weighting): a step-only input
     task_weights: bool = False
+    # statistics after the predictions: ``stat/bn_shift`` as one output per BatchNorm layer
+    stats: list[str] = field(default_factory=list)
 
 
 def trace_test_time(
@@ -88,7 +90,7 @@ def trace_test_time(
         replace_resizes,
         split_layer_norm_statistics,
     )
-    from s4t_edge.models.norm import set_bn_mix
+    from s4t_edge.models.norm import bn_shifts, set_bn_mix
     from s4t_edge.train.losses import test_time_objective
 
     names = list(theta_names)
@@ -101,6 +103,11 @@ def trace_test_time(
     tasks = list(model.config.task_names) if hasattr(model.config, "task_names") else None
 
     weighted = task_weighting == "first-step"
+    order: dict[str, list[str]] = {}
+    controls = ["bn_mix"] if getattr(model, "bn_mode", None) == "mix" else []
+    # with the mix control, the backbone also reports how far the batch's statistics are from
+    # the running ones (`bn_shift`): a label-free hint of the kind of shift, read by the policy
+    stats = ["stat/bn_shift"] if controls else []
 
     def loss_fn(theta, img, noise, weights):
         out = functional_call(model, {**fixed, **theta}, (img, noise))
@@ -110,25 +117,26 @@ def trace_test_time(
             total = terms[0]
             for term in terms[1:]:
                 total = total + term
-        return total, (parts, {t: v.detach() for t, v in out["main"].items()})
-
-    order: dict[str, list[str]] = {}
-    controls = ["bn_mix"] if getattr(model, "bn_mode", None) == "mix" else []
+        # one value per layer: `partition_traced` averages those in front of θ
+        extra = [v.detach() for v in bn_shifts(model.modules())] if stats else []
+        return total, (parts, {t: v.detach() for t, v in out["main"].items()}, extra)
 
     def fn(img, noise, *rest):
         if controls:
             set_bn_mix(model.modules(), rest[0])
         theta = dict(zip(names, rest[len(controls) : len(controls) + len(names)]))
         weights = rest[-1] if weighted else None
-        grads, (loss, (parts, preds)) = grad_and_value(loss_fn, has_aux=True)(
+        grads, (loss, (parts, preds, extra)) = grad_and_value(loss_fn, has_aux=True)(
             theta, img, noise, weights
         )
         order["tasks"] = list(preds)
+        order["stats"] = stats if extra else []
         return (
             loss,
             *[parts[t] for t in preds],
             *[grads[n] for n in names],
             *[preds[t] for t in preds],
+            *extra,
         )
 
     theta0 = [params[n].detach().clone() for n in names]
@@ -144,6 +152,9 @@ def trace_test_time(
     finally:
         model.train(was_training)
         set_bn_mix(model.modules(), None)
+        for m in model.modules():
+            if hasattr(m, "shift"):
+                m.shift = None  # a traced value, meaningless after tracing
     _refuse_mutations(gm)
     replace_resizes(gm)
     split_layer_norm_statistics(gm)
@@ -151,7 +162,12 @@ def trace_test_time(
     gm.recompile()
     task_names = tasks or order["tasks"]
     return TracedStep(
-        gm=gm, theta_names=names, task_names=task_names, controls=controls, task_weights=weighted
+        gm=gm,
+        theta_names=names,
+        task_names=task_names,
+        controls=controls,
+        task_weights=weighted,
+        stats=order["stats"],
     )
 
 
@@ -314,12 +330,14 @@ class Partition:
     controls: list[str] = field(default_factory=list)
     # the step graph's last input is ``task_weights`` [T] (first-step weighting)
     task_weights: bool = False
+    # backbone outputs after the cut (``stat/bn_shift``), read by the policy, fed to no graph
+    stats: list[str] = field(default_factory=list)
 
     # -- torch execution -------------------------------------------------------------------
     def backbone(self, image: torch.Tensor, bn_mix: float = 1.0) -> dict[str, torch.Tensor]:
         extra = [torch.full((1,), float(bn_mix), device=image.device)] if self.controls else []
         out = self.backbone_gm(image, *extra)
-        return dict(zip(self.cut_names, out))
+        return dict(zip(self.cut_names + self.stats, out))
 
     def step(
         self,
@@ -378,6 +396,30 @@ class Partition:
         return ins, [f"pred/{t}" for t in self.task_names]
 
 
+def _frozen_shift(
+    gm: fx.GraphModule, kind: dict[fx.Node, str], stats: list[str], layers: list[fx.Node]
+) -> list[tuple[str, fx.Node]]:
+    """``stat/bn_shift`` as a node of `gm`: the mean shift of the layers in front of θ.
+
+    A layer whose input depends on θ cannot be measured by the frozen backbone, so the mean runs
+    over the others (for the default scope, every layer before layer4's second norm); with no
+    such layer (scope "all") the statistic is dropped and the policy cannot use it.
+    """
+    frozen = [n for n in layers if kind.get(n) == FROZEN]
+    if not stats or not frozen:
+        return []
+    aten = torch.ops.aten
+    out = next(n for n in gm.graph.nodes if n.op == "output")
+    with gm.graph.inserting_before(out):
+        stacked = gm.graph.call_function(aten.stack.default, (frozen,))
+        mean = gm.graph.call_function(aten.mean.default, (stacked,))
+        node = gm.graph.call_function(aten.reshape.default, (mean, [1]))
+    for n in (stacked, mean, node):
+        kind[n] = FROZEN
+    node.meta["val"] = torch.empty(1)
+    return [(stats[0], node)]
+
+
 def partition_traced(traced: TracedStep) -> Partition:
     """Split a traced test-time computation into backbone, step and predict graphs."""
     gm = traced.gm
@@ -388,7 +430,8 @@ def partition_traced(traced: TracedStep) -> Partition:
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     outs = list(output_node.args[0])
     step_outs = outs[: 1 + n_tasks + n_theta]
-    pred_outs = outs[1 + n_tasks + n_theta :]
+    pred_outs = outs[1 + n_tasks + n_theta : 1 + 2 * n_tasks + n_theta]
+    stat_outs = _frozen_shift(gm, kind, traced.stats, outs[1 + 2 * n_tasks + n_theta :])
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     n_ctl = len(traced.controls)
     image_ph, noise_ph = placeholders[0], placeholders[1]
@@ -407,7 +450,9 @@ def partition_traced(traced: TracedStep) -> Partition:
     names = {n: fixed_names.get(n, f"cut/{n.name}") for n in all_cut}
 
     backbone = _subgraph(
-        gm, [("image", image_ph)] + list(zip(traced.controls, control_ph)), all_cut
+        gm,
+        [("image", image_ph)] + list(zip(traced.controls, control_ph)),
+        all_cut + [o for _, o in stat_outs],
     )
     theta_in = [(traced.theta_names[i], p) for i, p in enumerate(theta_ph)]
     step = _subgraph(
@@ -436,6 +481,7 @@ def partition_traced(traced: TracedStep) -> Partition:
         live_ops=sum(1 for n, k in kind.items() if k == LIVE and n.op == "call_function"),
         controls=list(traced.controls),
         task_weights=traced.task_weights,
+        stats=[name for name, _ in stat_outs],
     )
 
 

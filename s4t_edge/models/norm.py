@@ -37,11 +37,14 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     stats_mode: str | None
     bn_mix: torch.Tensor | None
+    # mode "mix": how far this batch's statistics are from the running ones (see `bn_shift`)
+    shift: torch.Tensor | None
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
         super().__init__(num_features, eps=eps, momentum=momentum)
         self.stats_mode = None
         self.bn_mix = None
+        self.shift = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.stats_mode
@@ -57,6 +60,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         if mode == "mix":
             if self.bn_mix is None:
                 raise ConfigError("BatchNorm mode 'mix' needs set_bn_mix(model, alpha) first")
+            self.shift = _gaussian_kl(mean, var, self.running_mean, self.running_var, self.eps)
             a = self.bn_mix.reshape(1, 1, 1, 1)
             mean = a * mean + (1 - a) * self.running_mean.view(1, -1, 1, 1)
             var = a * var + (1 - a) * self.running_var.view(1, -1, 1, 1)
@@ -70,6 +74,37 @@ class BatchNorm2d(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", stats_mode={self.stats_mode}"
+
+
+def _gaussian_kl(
+    mean: torch.Tensor, var: torch.Tensor, r_mean: torch.Tensor, r_var: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Mean over channels of KL(N(batch mean, var) || N(running mean, var)), a 0-d tensor."""
+    v = var.flatten() + eps
+    rv = r_var + eps
+    ratio = v / rv
+    return 0.5 * ((mean.flatten() - r_mean) ** 2 / rv + ratio - 1 - torch.log(ratio)).mean()
+
+
+def bn_shifts(modules: Iterable[nn.Module]) -> list[torch.Tensor]:
+    """Each mix-mode `BatchNorm2d`'s statistics shift (0-d) of the last forward, in order."""
+    return [m.shift for m in modules if isinstance(m, BatchNorm2d) and m.shift is not None]
+
+
+def bn_shift(modules: Iterable[nn.Module]) -> torch.Tensor | None:
+    """The batch's statistics shift: the mean per-layer KL of the last forward, shape [1].
+
+    Every `BatchNorm2d` in mode "mix" records, in each forward, the mean over its channels of the
+    KL divergence between the Gaussian of the batch's statistics and that of the running ones.
+    Pixel-level shifts (fog, low light, sensor noise) move every layer's statistics far from
+    the source's; a change of content moves them much less, and there re-estimating statistics
+    from one small batch costs more than it repairs (`benchmarks/adaptation_study.py`).  So the
+    device can tell the two apart without labels.  None when no layer recorded a shift.
+    """
+    vals = bn_shifts(modules)
+    if not vals:
+        return None
+    return torch.stack(vals).mean().reshape(1)
 
 
 def set_bn_mode(modules: Iterable[nn.Module], mode: str | None) -> int:

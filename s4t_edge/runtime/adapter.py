@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 
 from s4t_edge.errors import BackendError, ConfigError
+from s4t_edge.runtime.backends.base import to_numpy
 from s4t_edge.runtime.manifest_check import LIMITS
 from s4t_edge.runtime.optim import Optimizer, OptimizerConfig, make_optimizer
-from s4t_edge.runtime.policy import AdaptPolicy, prediction_change, semseg_entropy
+from s4t_edge.runtime.policy import (
+    SHIFT_STAT,
+    AdaptPolicy,
+    prediction_change,
+    semseg_entropy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +127,7 @@ class AdaptResult:
     bn_mix: float | None = None  # BatchNorm statistics mix the batch used ('mix' artifacts)
     # first-step weighting: the c_t = 1 / part_t at the start that weighed this batch's steps
     task_weights: dict[str, float] | None = None
+    bn_shift: float | None = None  # the statistics shift the "shift" score read, if it ran
     change: float | None = None  # prediction change the agreement rule measured
 
 
@@ -205,6 +212,7 @@ class Adapter:
             policy = art.manifest.get("policy")
         self.policy = policy if isinstance(policy, AdaptPolicy) else AdaptPolicy.from_dict(policy)
         self._kinds = {t.name: t.kind for t in art.tasks}
+        self.last_bn_shift: float | None = None  # what the "shift" score read last
         self.protocol = bool(getattr(session, "is_protocol", False))
         self._rng = np.random.default_rng(seed)
         self.guards: dict[str, int] = dict.fromkeys(GUARDS, 0)
@@ -385,13 +393,18 @@ class Adapter:
         """The cut of a batch under the policy's BatchNorm statistics, and the α used.
 
         With candidates, each α gets a backbone pass and is scored without labels at `theta`;
-        the lowest score wins.  Artifacts without the ``bn_mix`` input ignore the policy.
+        the lowest score wins.  The ``shift`` score instead reads the backbone's statistics
+        shift at the smallest candidate and switches to the largest above the threshold.
+        Artifacts without the ``bn_mix`` input ignore the policy.
         """
         s, pol = self.session, self.policy
+        self.last_bn_shift = None
         if not s.artifact.controls:
             return s.backbone(x), None
         if not pol.candidates:
             return s.backbone(x, pol.bn_mix), pol.bn_mix
+        if pol.score == "shift":
+            return self._select_by_shift(x)
         best: tuple[float, float, Any] | None = None
         noise = seg = None
         if pol.score == "s4t":
@@ -413,6 +426,22 @@ class Adapter:
         if best is None:  # every candidate non-finite: fall back to the fixed α
             return s.backbone(x, pol.bn_mix), pol.bn_mix
         return best[2], best[1]
+
+    def _select_by_shift(self, x: np.ndarray) -> tuple[Any, float]:
+        s, pol = self.session, self.policy
+        if not any(t.name == SHIFT_STAT for t in s.artifact.stats):
+            raise ConfigError(
+                f"this artifact's backbone does not output {SHIFT_STAT} (exported before it "
+                "existed, or with scope 'all'); re-export with --bn-stats mix, or use "
+                "--stats-score entropy"
+            )
+        lo, hi = min(pol.candidates), max(pol.candidates)
+        cut = s.backbone(x, lo)
+        shift = float(np.asarray(to_numpy(cut.tensors[SHIFT_STAT])).reshape(-1)[0])
+        self.last_bn_shift = shift
+        if math.isfinite(shift) and shift > pol.shift_threshold and hi != lo:
+            return s.backbone(x, hi), hi
+        return cut, lo
 
     def adapt(
         self,
@@ -655,6 +684,7 @@ class Adapter:
             predictions_before=before,
             predictions_at=at,
             bn_mix=alpha,
+            bn_shift=self.last_bn_shift,
             change=change,
             task_weights=None
             if weights is None

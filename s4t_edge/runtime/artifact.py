@@ -156,6 +156,8 @@ class Artifact:
     s4t: dict[str, Any] = field(default_factory=dict)
     # per-batch backbone inputs besides the image (``bn_mix``); empty for older artifacts
     controls: tuple[TensorSpec, ...] = ()
+    # per-batch statistics the backbone outputs besides the cut (``stat/bn_shift``)
+    stats: tuple[TensorSpec, ...] = ()
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -243,6 +245,7 @@ class Artifact:
             tasks=tuple(TaskSpec.from_dict(t) for t in manifest["tasks"]),
             s4t=dict(manifest.get("s4t") or {}),
             controls=tuple(TensorSpec.from_dict(t) for t in manifest.get("controls") or ()),
+            stats=tuple(TensorSpec.from_dict(t) for t in manifest.get("stats") or ()),
         )
 
     # ------------------------------------------------------------------ derived

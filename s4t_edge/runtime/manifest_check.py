@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from s4t_edge.errors import ArtifactError, ConfigError
+from s4t_edge.runtime.policy import SHIFT_STAT
 
 FORMAT = "s4t-edge-artifact"
 FORMAT_VERSION = 1
@@ -212,6 +213,8 @@ CONTROLS = ("bn_mix",)
 #: (a step input `TASK_WEIGHTS` [T], in task order, that the runtime sets per batch).
 TASK_WEIGHTINGS = ("published", "first-step")
 TASK_WEIGHTS = "task_weights"
+#: Statistics a backbone may output besides the cut (`s4t_edge.models.norm.bn_shift`).
+STATS = (SHIFT_STAT,)
 
 
 def validate_manifest(manifest: Any) -> None:
@@ -308,6 +311,13 @@ def validate_manifest(manifest: Any) -> None:
         if name in cut_shapes:
             raise _fail("cut", f"cut tensor {name!r} is listed twice")
         cut_shapes[name] = shape
+    # statistics the backbone outputs besides the cut: known names, [1], only beside the controls
+    stat_shapes: dict[str, tuple[int, ...]] = {}
+    for i, t in enumerate(_list(m.get("stats", []), "stats")):
+        name, shape = _tensor(t, f"stats[{i}]", ("float32",))
+        if name not in STATS or shape != (1,) or name in stat_shapes or not controls:
+            raise _fail(f"stats[{i}]", f"unknown or repeated statistic {name!r} {list(shape)}")
+        stat_shapes[name] = shape
     clash = set(cut_shapes) & set(theta_shapes) | (
         {noise_name, in_name, TASK_WEIGHTS} & set(theta_shapes)
     )
@@ -348,11 +358,14 @@ def validate_manifest(manifest: Any) -> None:
         _str(_dict(t, "graphs.backbone.outputs[]").get("name"), "graphs.backbone.outputs[].name")
         for t in graphs["backbone"]["outputs"]
     }
-    if bb_out != set(cut_shapes):
-        odd = sorted(bb_out ^ set(cut_shapes))
-        raise _fail("graphs.backbone.outputs", f"{odd[0]!r}: the outputs must be exactly the cut")
+    bb_shapes = {**cut_shapes, **stat_shapes}
+    if bb_out != set(bb_shapes):
+        odd = sorted(bb_out ^ set(bb_shapes))
+        raise _fail(
+            "graphs.backbone.outputs", f"{odd[0]!r}: the outputs must be exactly the cut and stats"
+        )
     for t in graphs["backbone"]["outputs"]:
-        if tuple(t.get("shape") or ()) != cut_shapes[t["name"]]:
+        if tuple(t.get("shape") or ()) != bb_shapes[t["name"]]:
             raise _fail("graphs.backbone.outputs", f"{t['name']!r} differs from its cut entry")
     feedable = {**cut_shapes, **theta_shapes}
     weighting = m.get("task_weighting", "published")

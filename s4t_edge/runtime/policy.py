@@ -2,8 +2,12 @@
 
 - **Statistics.** An artifact exported with ``--bn-stats mix`` takes the BatchNorm statistics mix
   α as an input (0: the source's running statistics, 1: the batch's).  The policy fixes α, or
-  selects it per batch among `candidates` by a label-free `score` (the semseg entropy of the
-  predictions, or the S4T loss of a first step), one backbone pass per candidate.
+  selects it per batch among `candidates` by a label-free `score`: the semseg entropy of the
+  predictions or the S4T loss of a first step (one backbone pass per candidate), or
+  ``"shift"``, the distance of the batch's BatchNorm statistics from the running ones that the
+  backbone outputs (`stat/bn_shift`, see `s4t_edge.models.norm.bn_shift`): the largest
+  candidate when it exceeds `shift_threshold`, else the smallest (one backbone pass, two when
+  it switches).
 - **Safety net.** After a batch's steps, ``"agreement"`` compares the adapted predictions with
   those before the steps (no extra step: one predict pass) and rolls the batch back to its
   starting θ when they differ by more than `max_change` (see `prediction_change`);
@@ -30,7 +34,9 @@ from s4t_edge.metrics.dense import sigmoid
 #: Test-time objectives an artifact's step graph can minimise (`s4t-edge export --objective`).
 OBJECTIVES = ("s4t", "entropy")
 SAFETY_RULES = ("off", "agreement", "holdout")
-STATS_SCORES = ("entropy", "s4t")
+#: The backbone output the "shift" score reads (`s4t_edge.models.norm.bn_shift`).
+SHIFT_STAT = "stat/bn_shift"
+STATS_SCORES = ("entropy", "s4t", "shift")
 
 
 @dataclass(frozen=True)
@@ -39,7 +45,9 @@ class AdaptPolicy:
 
     bn_mix: float = 1.0  # α of a 'mix' artifact when no selection runs (1: batch statistics)
     candidates: tuple[float, ...] = ()  # α values to select among per batch; () = no selection
-    score: str = "entropy"  # selection score, lower is chosen: "entropy" | "s4t"
+    score: str = "entropy"  # selection score: "entropy" | "s4t" (lower is chosen) | "shift"
+    # "shift": batch statistics (the largest candidate) above this mean per-layer KL
+    shift_threshold: float = 0.1
     safety: str = "off"  # "off" | "agreement" | "holdout"
     max_change: float = 0.05  # agreement: largest prediction change a batch may keep
 
@@ -54,6 +62,9 @@ class AdaptPolicy:
             raise ConfigError(f"unknown safety rule {self.safety!r}; use {', '.join(SAFETY_RULES)}")
         if not (isinstance(self.max_change, (int, float)) and 0 < self.max_change < math.inf):
             raise ConfigError(f"max_change must be a finite number > 0, got {self.max_change!r}")
+        t = self.shift_threshold
+        if not (isinstance(t, (int, float)) and 0 < t < math.inf):
+            raise ConfigError(f"shift_threshold must be a finite number > 0, got {t!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -241,3 +241,5 @@ def test_adapt_safety_net_rolls_back_and_reports_it(toy, tmp_path: Path, capsys)
     assert res["after"]["metrics"] == res["before"]["metrics"]
     code, _, err = run_cli(capsys, *args, "--json", tmp_path / "p.json", "--stats-select", "a,b")
     assert code == 2 and "--stats-select" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, *args, "--json", tmp_path / "q.json", "--shift-threshold", "-1")
+    assert code == 2 and "shift_threshold" in err and len(err.strip().splitlines()) == 1

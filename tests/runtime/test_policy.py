@@ -74,6 +74,8 @@ def test_prediction_change_measures_each_kind() -> None:
         ({"safety": "pray"}, "safety rule"),
         ({"score": "vibes"}, "stats score"),
         ({"max_change": 0}, "max_change"),
+        ({"shift_threshold": float("nan")}, "shift_threshold"),
+        ({"shift_threshold": -0.1}, "shift_threshold"),
         ({"maximum": 1}, "unknown policy field"),
     ],
 )

@@ -29,10 +29,10 @@ class Cut:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_numpy(self) -> dict[str, np.ndarray]:
-        return {k: _to_numpy(v) for k, v in self.tensors.items()}
+        return {k: to_numpy(v) for k, v in self.tensors.items()}
 
 
-def _to_numpy(v: Any) -> np.ndarray:
+def to_numpy(v: Any) -> np.ndarray:
     """Host copy of a backend array without importing its library (duck typing)."""
     if isinstance(v, np.ndarray):
         return v

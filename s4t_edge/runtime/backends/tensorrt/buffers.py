@@ -243,7 +243,8 @@ def plan_buffers(
         ArenaPlan.from_specs("image", [artifact.input, *artifact.controls], alignment),
         # the task weights ([T], first-step artifacts) change per batch like the noise
         ArenaPlan.from_specs("noise", [artifact.mask_noise, *_task_weights(artifact)], alignment),
-        ArenaPlan.from_specs("cut", artifact.cut, alignment),
+        # the backbone engine also writes its statistics (stat/...) next to the cut
+        ArenaPlan.from_specs("cut", [*artifact.cut, *getattr(artifact, "stats", ())], alignment),
         ArenaPlan.from_specs("theta", theta, alignment),
         ArenaPlan.from_specs("grads", grads, alignment),
         ArenaPlan.from_specs("losses", loss_specs, alignment),
