@@ -27,10 +27,11 @@ prefix, e.g. norm@backbone.layer4), 'adapters' (residual adapters; see --add-ada
 @click.option(
     "--bn-stats",
     type=click.Choice(["batch", "running", "mix"]),
-    default="batch",
+    default="mix",
     show_default=True,
-    help="BatchNorm statistics: of the current batch (published protocol), the running ones, or "
-    "'mix': an input α of the backbone graph, chosen per batch on the device (see --bn-mix).",
+    help="BatchNorm statistics: 'mix' (an input α of the backbone graph, chosen per batch on the "
+    "device: by default the batch's statistics when they are far from the running ones, see "
+    "--stats-score), of the current batch (published protocol), or the running ones.",
 )
 @click.option(
     "--objective",

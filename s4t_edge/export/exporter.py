@@ -34,9 +34,11 @@ class ExportConfig:
 
     scope: str = DEFAULT_SCOPE  # which parameters form θ (see s4t_edge.export.scopes)
     batch: int = 8  # static batch size of every graph (the published protocol adapts on 8 images)
-    # BatchNorm statistics in all graphs: "batch" (published), "running", or "mix" -- a graph
-    # input α chosen per batch on the device (0 = running, 1 = batch; see runtime.policy)
-    bn_stats: str = "batch"
+    # BatchNorm statistics in all graphs: "mix" -- a graph input α chosen per batch on the
+    # device (0 = running, 1 = batch; see runtime.policy) --, "batch" (published) or "running".
+    # "mix" is the default because batch statistics hurt where the content, not the pixels,
+    # changed (benchmarks/adaptation_study.py); the policy tells the two apart per batch
+    bn_stats: str = "mix"
     objective: str = "s4t"  # what the step minimises: "s4t" (published) or "entropy" (tent)
     # task weighting of the step: "published" (λ·w_t^p in the graph) or "first-step" (a step
     # input task_weights [T]; the runtime sets 1/part_t at the batch's first step)

@@ -6,6 +6,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from s4t_edge.errors import ExportError
 from s4t_edge.runtime.policy import AdaptPolicy
 from s4t_edge.utils import sha256_file, write_json
 
@@ -36,6 +37,24 @@ _ONNX_DTYPES = {
     9: "bool",
     2: "uint8",
 }
+
+
+def artifact_policy(policy: Any, part: Any) -> Any:
+    """The policy recorded in the manifest: `policy` over the defaults, checked against `part`.
+
+    The default selects statistics by the backbone's `stat/bn_shift`; a backbone that cannot
+    output it (scope "all": every normalised activation depends on θ) then records the fixed
+    α = 1 (batch statistics, the published protocol), and an explicit shift score is refused.
+    """
+    pol = AdaptPolicy.from_dict(policy)
+    if pol.score != "shift" or not pol.candidates or part.stats or not part.controls:
+        return pol
+    if policy is not None and ("score" in policy or "candidates" in policy):
+        raise ExportError(
+            "this scope leaves no BatchNorm layer in front of θ, so the backbone cannot measure "
+            "the statistics shift; use --stats-score entropy or --stats-select off"
+        )
+    return pol.replace(candidates=[])
 
 
 def _io_specs(values) -> list[dict[str, Any]]:
@@ -140,7 +159,7 @@ def build_manifest(
         "objective": cfg.objective,
         # "first-step": the step graph takes task_weights [T] in the order of "tasks"
         "task_weighting": cfg.task_weighting,
-        "policy": AdaptPolicy.from_dict(cfg.policy).to_dict(),
+        "policy": artifact_policy(cfg.policy, part).to_dict(),
         # per-batch inputs of backbone.onnx besides the image (each reaches step/predict as cut/NAME)
         "controls": [
             {"name": c, "shape": [1], "dtype": "float32", "range": [0.0, 1.0]}

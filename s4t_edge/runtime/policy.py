@@ -44,8 +44,9 @@ class AdaptPolicy:
     """Label-free rules the Adapter applies per batch (see the module docstring)."""
 
     bn_mix: float = 1.0  # α of a 'mix' artifact when no selection runs (1: batch statistics)
-    candidates: tuple[float, ...] = ()  # α values to select among per batch; () = no selection
-    score: str = "entropy"  # selection score: "entropy" | "s4t" (lower is chosen) | "shift"
+    # α values to select among per batch; () = no selection (the fixed `bn_mix`)
+    candidates: tuple[float, ...] = (0.0, 1.0)
+    score: str = "shift"  # selection score: "shift" | "entropy" | "s4t" (lower is chosen)
     # "shift": batch statistics (the largest candidate) above this mean per-layer KL
     shift_threshold: float = 0.1
     safety: str = "off"  # "off" | "agreement" | "holdout"
@@ -81,7 +82,10 @@ class AdaptPolicy:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown policy field {unknown[0]!r}; known: {', '.join(known)}")
-        return cls(**dict(d))
+        d = dict(d)
+        if "bn_mix" in d and "candidates" not in d:
+            d["candidates"] = ()  # a fixed α was asked for: no per-batch selection over it
+        return cls(**d)
 
     def replace(self, **changes: Any) -> AdaptPolicy:
         return type(self).from_dict({**self.to_dict(), **changes})

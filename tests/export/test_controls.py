@@ -110,7 +110,7 @@ def test_stats_selection_picks_the_lowest_entropy(mix_artifact):
     x = s.preprocess(frames)
     theta = s.source_theta()
     ent = {a: semseg_entropy(s.predict(s.backbone(x, a), theta)["semseg"]) for a in (0.0, 1.0)}
-    ad = Adapter(s, steps=0, policy={"candidates": [0.0, 1.0]})
+    ad = Adapter(s, steps=0, policy={"candidates": [0.0, 1.0], "score": "entropy"})
     res = ad.adapt(frames)
     assert res.bn_mix == min(ent, key=ent.get)
     fixed = Adapter(s, steps=0, policy={"bn_mix": 0.0}).adapt(frames)
@@ -203,3 +203,20 @@ def test_shift_score_switches_to_batch_statistics_above_the_threshold(mix_artifa
     s.artifact = dataclasses.replace(s.artifact, stats=())
     with pytest.raises(ConfigError, match="re-export with --bn-stats mix"):
         Adapter(s, steps=0, policy=pol).adapt(frames)
+
+
+def test_scope_all_records_batch_statistics_instead_of_the_shift_score(tiny_run, tmp_path):
+    from s4t_edge.errors import ExportError
+    from s4t_edge.export import ExportConfig, export_run
+
+    export_run(tiny_run, tmp_path / "all", ExportConfig(batch=2, scope="all", validate=False))
+    m = json.loads((tmp_path / "all" / "manifest.json").read_text())
+    # no BatchNorm layer is in front of θ, so there is no statistic to select by
+    assert m["stats"] == [] and m["policy"]["candidates"] == []
+    assert m["policy"]["bn_mix"] == 1.0
+    with pytest.raises(ExportError, match="statistics shift"):
+        export_run(
+            tiny_run,
+            tmp_path / "all2",
+            ExportConfig(batch=2, scope="all", validate=False, policy={"score": "shift"}),
+        )

@@ -35,7 +35,10 @@ def test_artifact_contract(tiny_artifact):
     assert outs[0] == "loss" and {f"loss/{t['name']}" for t in m["tasks"]} <= set(outs)
     assert [o for o in outs if o.startswith("grad/")] == [f"grad/{n}" for n in theta]
     assert all(o["dtype"] == "float32" for o in step["outputs"])
-    assert [i["name"] for i in m["graphs"]["backbone"]["inputs"]] == ["image"]
+    # the default statistics are a per-batch input α (--bn-stats mix), with their shift as output
+    assert [i["name"] for i in m["graphs"]["backbone"]["inputs"]] == ["image", "bn_mix"]
+    assert m["policy"]["score"] == "shift" and m["policy"]["candidates"] == [0.0, 1.0]
+    assert "stat/bn_shift" in [o["name"] for o in m["graphs"]["backbone"]["outputs"]]
     assert m["input"]["shape"] == [2, 3, 64, 64]
     pred_outs = [o["name"] for o in m["graphs"]["predict"]["outputs"]]
     assert pred_outs == [f"pred/{t['name']}" for t in m["tasks"]]
@@ -198,7 +201,8 @@ def test_finite_differences_agree_with_step_gradients(tiny_run, tmp_path):
     ref = load_file(str(tiny_artifact / "parity.safetensors"))
     x = preprocess(ref["image_u8"], m["input"]["mean"], m["input"]["std"]).astype(np.float32)
     bb = ort.InferenceSession(str(tiny_artifact / "backbone.onnx"))
-    cut = dict(zip([o.name for o in bb.get_outputs()], bb.run(None, {"image": x})))
+    feeds = {"image": x, "bn_mix": np.ones(1, np.float32)}
+    cut = dict(zip([o.name for o in bb.get_outputs()], bb.run(None, feeds)))
     step = ort.InferenceSession(str(tiny_artifact / "step.onnx"))
     theta = {t["name"]: ref[f"theta/{t['name']}"].astype(np.float64) for t in m["theta"]["tensors"]}
     rng = np.random.default_rng(0)
