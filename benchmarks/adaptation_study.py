@@ -192,11 +192,11 @@ LR_GRID = {
     "S4T norm": (0.003, 0.01, 0.03),
     "S4T all": (1e-4, 1e-3, 1e-2),
     "S4T default scope, w weights": (0.03, 0.1, 0.3),
-    "S4T default scope, first-step normalised": (0.03, 0.1, 0.3),
+    "S4T default scope, first-step normalised": (0.03, 0.1, 0.3, 1.0, 3.0),
     "tent (entropy, norm)": (0.001, 0.003, 0.01),
     "S4T default scope, shift-selected stats": (0.01, 0.03, 0.1, 0.3),
     "tent (entropy, layer4 norms), shift-selected stats": (0.003, 0.01, 0.03, 0.1),
-    "S4T default scope, first-step normalised, shift-selected stats": (0.001, 0.003, 0.01, 0.03),
+    "S4T default scope, first-step normalised, shift-selected stats": (0.003, 0.01, 0.03, 0.1, 0.3),
     "S4T default scope, shift-selected stats, online": (0.01, 0.03, 0.1),
 }
 

@@ -216,7 +216,8 @@ def main() -> None:
         art = Path(args.artifact)
     else:
         run = ensure_run("tiny", args.workdir, None, trained=not args.check)
-        art = ensure_artifact(run, args.workdir / "art", ExportConfig())
+        # the published batch-statistics graphs the README's figures were measured on
+        art = ensure_artifact(run, args.workdir / "art", ExportConfig(bn_stats="batch"))
     log_path = args.workdir / "soak.jsonl"
     theta = args.workdir / "theta.safetensors"
     log_path.unlink(missing_ok=True)
