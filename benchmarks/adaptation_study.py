@@ -267,7 +267,7 @@ def evaluate_config(
         )
         accs = {k: MetricAccumulator(tasks) for k in (points or (cfg.steps,))}
         t0 = time.perf_counter()
-        alphas = []
+        alphas, shifts = [], []
         for part in ds.batches(session.batch):
             res = adapter.adapt(part.image, predict_at=points)
             labels = part.labels_for_metrics()
@@ -278,11 +278,15 @@ def evaluate_config(
                 acc.update(preds, labels)
             if res.bn_mix is not None:
                 alphas.append(res.bn_mix)
+            if res.bn_shift is not None:
+                shifts.append(res.bn_shift)
         result[shift] = {
             "metrics": {str(k): acc.compute() for k, acc in accs.items()},
             "guards": {k: v for k, v in adapter.guards.items() if v},
             "seconds": time.perf_counter() - t0,
             "alpha_mean": float(np.mean(alphas)) if alphas else None,
+            # the statistics shift the "shift" score read, per batch (min, max)
+            "bn_shift_range": [float(min(shifts)), float(max(shifts))] if shifts else None,
         }
     session.close()
     return result
