@@ -75,8 +75,6 @@ def policy_from_options(
     changes: dict[str, Any] = {}
     if bn_mix is not None:
         changes["bn_mix"] = bn_mix
-        if stats_select is None:  # a fixed α asked for: no per-batch selection over it
-            changes["candidates"] = []
     if stats_select is not None:
         text = stats_select.strip().lower()
         try:

@@ -437,7 +437,7 @@ class Adapter:
             )
         lo, hi = min(pol.candidates), max(pol.candidates)
         cut = s.backbone(x, lo)
-        shift = float(np.asarray(to_numpy(cut.tensors[SHIFT_STAT])).reshape(-1)[0])
+        shift = float(to_numpy(cut.tensors[SHIFT_STAT]).reshape(-1)[0])
         self.last_bn_shift = shift
         if math.isfinite(shift) and shift > pol.shift_threshold and hi != lo:
             return s.backbone(x, hi), hi

@@ -88,6 +88,8 @@ class AdaptPolicy:
         return cls(**d)
 
     def replace(self, **changes: Any) -> AdaptPolicy:
+        if "bn_mix" in changes and "candidates" not in changes:
+            changes["candidates"] = ()  # as in from_dict: a fixed α means no selection over it
         return type(self).from_dict({**self.to_dict(), **changes})
 
 
